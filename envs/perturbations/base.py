@@ -1,0 +1,127 @@
+"""The perturbation interface and the family registry.
+
+A perturbation is a frozen description (name, language description, family, timing, parameters) plus hooks that
+act on a live `Scene`. Parameters are validated when the perturbation is built, before any sim is touched.
+Model edits need no undo: `Scene.restore()` copies every perturbable array back before each episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from envs.scene import Scene
+    from envs.tasks import TaskSpec
+
+FAMILIES: dict[str, type["Perturbation"]] = {}
+
+COLORS: dict[str, tuple[float, float, float, float]] = {
+    "red": (0.8, 0.1, 0.1, 1.0),
+    "green": (0.1, 0.7, 0.1, 1.0),
+    "blue": (0.1, 0.2, 0.8, 1.0),
+    "gray": (0.5, 0.5, 0.5, 1.0),
+    "cyan": (0.1, 0.8, 0.8, 1.0),
+    "yellow": (0.9, 0.8, 0.1, 1.0),
+    "black": (0.05, 0.05, 0.05, 1.0),
+    "white": (0.95, 0.95, 0.95, 1.0),
+    "purple": (0.5, 0.1, 0.6, 1.0),
+    "orange": (0.9, 0.5, 0.1, 1.0),
+}
+
+
+def register_family(cls: type["Perturbation"]) -> type["Perturbation"]:
+    """Class decorator: adds a perturbation family to FAMILIES under `cls.family`."""
+    if cls.family in FAMILIES:
+        raise ValueError(f"perturbation family {cls.family!r} registered twice")
+    FAMILIES[cls.family] = cls
+    return cls
+
+
+def get_family(name: str) -> type["Perturbation"]:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown perturbation family {name!r}; valid families: {', '.join(sorted(FAMILIES))}") from None
+
+
+def check_range(what: str, values: Iterable[float], low: float, high: float, *, positive: bool = False) -> None:
+    """ValueError naming the parameter when a value is outside [low, high] (or (0, high] when `positive`)."""
+    values = np.asarray(list(values), dtype=float)
+    bad = ~np.isfinite(values) | (values < low) | (values > high) | (positive & (values <= 0))
+    if bad.any():
+        bound = f"in (0, {high}]" if positive else f"in [{low}, {high}]"
+        raise ValueError(f"{what} must be {bound}, got {tuple(values.tolist())}")
+
+
+def check_length(what: str, values: Sequence[float], n: int) -> None:
+    if len(values) != n:
+        raise ValueError(f"{what} needs {n} values, got {len(values)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Perturbation:
+    """Base class of every family. Subclasses add their parameters as fields and override the hooks they need."""
+
+    family: ClassVar[str]
+    timing_kinds: ClassVar[frozenset[str]] = frozenset({"reset", "step"})
+    """When this family may fire: at reset, at a control step (a mid-episode event), or both."""
+
+    name: str
+    description: str
+    at_step: int | None = None
+    """None: applied right after reset. An int: fired once, before the action of that control step."""
+    target: int = field(default=0)
+    """Which of the task's objects an object perturbation acts on (0 = the primary object)."""
+
+    def __post_init__(self) -> None:
+        kind = self.timing_kind
+        if kind not in self.timing_kinds:
+            raise ValueError(
+                f"perturbation {self.name!r} of family {self.family!r} cannot fire at {kind}; "
+                f"allowed: {', '.join(sorted(self.timing_kinds))}"
+            )
+        if self.at_step is not None and self.at_step < 0:
+            raise ValueError(f"perturbation {self.name!r}: at_step must be >= 0, got {self.at_step}")
+        self.check_params()
+
+    @property
+    def timing_kind(self) -> str:
+        return "reset" if self.at_step is None else "step"
+
+    @property
+    def timing(self) -> str:
+        return "reset" if self.at_step is None else f"step {self.at_step}"
+
+    def check_params(self) -> None:
+        """Raises ValueError for out-of-range parameters."""
+
+    def check_task(self, task: "TaskSpec") -> None:
+        """Raises ValueError when this perturbation cannot act on the task."""
+        if self.at_step is not None and self.at_step >= task.horizon:
+            raise ValueError(
+                f"perturbation {self.name!r} fires at step {self.at_step}, beyond task {task.name!r}'s horizon "
+                f"{task.horizon}"
+            )
+        if self.target >= len(task.objects):
+            raise ValueError(f"perturbation {self.name!r} targets object {self.target}; task has {len(task.objects)}")
+
+    def params(self) -> dict[str, Any]:
+        """The family parameters (for summaries and datasets)."""
+        skip = {"name", "description", "at_step"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    # ----------------------------------------------------------------------------------------------- hooks
+    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+        """Edits the live model/state once (at reset or at `at_step`)."""
+
+    def act(self, action: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+        """Filters the policy's action at every step (noise, forced gripper)."""
+        return action
+
+    def observe(self, obs: dict[str, np.ndarray], t: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Filters what the policy sees at every step."""
+        return obs

@@ -1,0 +1,155 @@
+"""Scripted experts: waypoint controllers on privileged object state, the demonstrators for behaviour cloning.
+
+Each expert is a small state machine (approach above the object, descend, close, lift, and for pick-and-place:
+carry, lower, release, retreat) with a proportional controller on the end-effector pose. Actions follow robosuite's
+default Panda controller: OSC_POSE deltas (3 position, 3 axis-angle) scaled to ±1, then the gripper (+1 closes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.tasks import TaskSpec, get_task
+
+POS_SCALE = 0.05  # metres per unit action (robosuite OSC output_max)
+ROT_SCALE = 0.5  # radians per unit action
+
+
+@dataclass(frozen=True)
+class ExpertPlan:
+    """Task-specific waypoints of the pick (and place) expert."""
+
+    object_key: str
+    """Observation prefix of the object (`<key>_pos`, `<key>_quat`)."""
+    grasp_height: float = 0.0
+    """Grasp point above the object's origin (m)."""
+    hover: float = 0.08
+    lift: float = 0.12
+    place_xy: tuple[float, float] | None = None
+    """Drop point in the world (None: lifting is the task)."""
+    place_key: str | None = None
+    """Observation prefix of a place target that moves (stacking on another object)."""
+    place_height: float = 0.0
+    """Release height above the place point (m)."""
+    yaw_symmetry: float = np.pi / 2
+    """The object looks the same after turning by this angle (cube: 90°); grasp yaw is chosen modulo it."""
+
+
+PLANS: dict[str, ExpertPlan] = {
+    "lift": ExpertPlan(object_key="cube", grasp_height=-0.002),
+    "can": ExpertPlan(
+        object_key="Can", grasp_height=0.0, lift=0.17, place_xy=(0.1975, 0.4025), place_height=0.12,
+        yaw_symmetry=np.pi / 2,
+    ),
+    "stack": ExpertPlan(object_key="cubeA", grasp_height=-0.002, lift=0.1, place_key="cubeB", place_height=0.055),
+}
+
+
+def yaw_of_quat_xyzw(quat: np.ndarray) -> float:
+    x, y, z, w = quat
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def wrap(angle: float, period: float) -> float:
+    """Angle modulo `period`, in [-period/2, period/2)."""
+    return float((angle + period / 2) % period - period / 2)
+
+
+class ScriptedExpert:
+    """Privileged-state expert for one task (reads object poses from the observation)."""
+
+    action_dim = 7
+
+    def __init__(self, task: str | TaskSpec, gain: float = 1.0):
+        self.task = get_task(task)
+        if self.task.name not in PLANS:
+            raise ValueError(f"no scripted expert for task {self.task.name!r}; available: {', '.join(PLANS)}")
+        self.plan = PLANS[self.task.name]
+        self.gain = gain
+        keys = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", f"{self.plan.object_key}_pos", f"{self.plan.object_key}_quat"]
+        if self.plan.place_key:
+            keys.append(f"{self.plan.place_key}_pos")
+        self.obs_keys = tuple(keys)
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "approach"
+        self.phase_steps = 0
+        self.grasp_pos: np.ndarray | None = None
+        self.grasp_yaw = 0.0
+
+    def _goto(self, phase: str) -> None:
+        self.phase, self.phase_steps = phase, 0
+
+    def _action(self, eef: np.ndarray, eef_yaw: float, target: np.ndarray, yaw: float, grip: float) -> np.ndarray:
+        delta = np.clip(self.gain * (target - eef) / POS_SCALE, -1.0, 1.0)
+        turn = np.clip(wrap(yaw - eef_yaw, 2 * np.pi) / ROT_SCALE, -1.0, 1.0)
+        return np.array([*delta, 0.0, 0.0, turn, grip])
+
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        plan = self.plan
+        eef = np.asarray(obs["robot0_eef_pos"], dtype=float)
+        # The eef frame's x axis heading; fingers close along its y axis.
+        x, y, z, w = obs["robot0_eef_quat"]
+        eef_yaw = float(np.arctan2(2 * (x * y + w * z), 1 - 2 * (y * y + z * z)))
+        obj = np.asarray(obs[f"{plan.object_key}_pos"], dtype=float)
+        obj_yaw = yaw_of_quat_xyzw(np.asarray(obs[f"{plan.object_key}_quat"]))
+        yaw_target = eef_yaw + wrap(obj_yaw - eef_yaw, plan.yaw_symmetry)
+        self.phase_steps += 1
+        grasp_point = obj + [0.0, 0.0, plan.grasp_height]
+
+        if self.phase == "approach":
+            target = grasp_point + [0.0, 0.0, plan.hover]
+            err = target - eef
+            if np.linalg.norm(err[:2]) < 0.01 and abs(err[2]) < 0.02 and abs(yaw_target - eef_yaw) < 0.08:
+                self._goto("descend")
+            return self._action(eef, eef_yaw, target, yaw_target, -1.0)
+        if self.phase == "descend":
+            if np.linalg.norm(grasp_point - eef) < 0.008 or self.phase_steps > 40:
+                self.grasp_pos, self.grasp_yaw = grasp_point.copy(), yaw_target
+                self._goto("close")
+            return self._action(eef, eef_yaw, grasp_point, yaw_target, -1.0)
+        if self.phase == "close":
+            if self.phase_steps > 6:
+                self._goto("lift")
+            return self._action(eef, eef_yaw, self.grasp_pos, self.grasp_yaw, 1.0)
+        if self.phase == "lift":
+            target = self.grasp_pos + [0.0, 0.0, plan.lift]
+            # A missed grasp shows as the object staying behind while the hand rises: try again.
+            if eef[2] - obj[2] > 0.06:
+                self._goto("approach")
+                return self._action(eef, eef_yaw, eef + [0, 0, 0.02], eef_yaw, -1.0)
+            if plan.place_xy is None and plan.place_key is None:
+                return self._action(eef, eef_yaw, target, self.grasp_yaw, 1.0)
+            if abs(target[2] - eef[2]) < 0.02:
+                self._goto("carry")
+            return self._action(eef, eef_yaw, target, self.grasp_yaw, 1.0)
+
+        place = self._place_point(obs)
+        carry_z = self.grasp_pos[2] + plan.lift
+        if self.phase == "carry":
+            target = np.array([place[0], place[1], max(carry_z, place[2] + 0.05)])
+            if np.linalg.norm((target - eef)[:2]) < 0.01:
+                self._goto("lower")
+            return self._action(eef, eef_yaw, target, self.grasp_yaw, 1.0)
+        if self.phase == "lower":
+            target = np.array([place[0], place[1], place[2]])
+            if abs(target[2] - eef[2]) < 0.01 or self.phase_steps > 30:
+                self._goto("release")
+            return self._action(eef, eef_yaw, target, self.grasp_yaw, 1.0)
+        if self.phase == "release":
+            if self.phase_steps > 6:
+                self._goto("retreat")
+            return self._action(eef, eef_yaw, eef, self.grasp_yaw, -1.0)
+        # retreat: move up and away so the task sees the object left in place
+        return self._action(eef, eef_yaw, eef + [0.0, 0.0, 0.05], self.grasp_yaw, -1.0)
+
+    def _place_point(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        plan = self.plan
+        if plan.place_key is not None:
+            base = np.asarray(obs[f"{plan.place_key}_pos"], dtype=float)
+            return base + [0.0, 0.0, plan.place_height - plan.grasp_height]
+        return np.array([plan.place_xy[0], plan.place_xy[1], self.task.table_top + plan.place_height])

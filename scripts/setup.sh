@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the project's virtual environment and links it as ./.venv.
+# The venv is large (torch), so it lives outside the clone, keyed by a hash of pyproject.toml:
+# a fresh clone with unchanged dependencies reuses it in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+key=$(sha256sum pyproject.toml | cut -c1-16)
+root=${FAILSCOPE_VENV_ROOT:-$HOME/.cache/failscope}
+venv="$root/venv-$key"
+if [ ! -f "$venv/.complete" ]; then
+    echo "setup: building $venv (first run downloads torch and robosuite; a few minutes)" >&2
+    python3 -m pip install -q --disable-pip-version-check uv >/dev/null 2>&1 || true
+    rm -rf "$venv"
+    mkdir -p "$root"
+    if command -v uv >/dev/null 2>&1; then
+        uv venv -q --python "$(command -v python3.11 || command -v python3)" "$venv"
+        UV_NATIVE_TLS=1 uv pip install -q --python "$venv/bin/python" -e ".[test]"
+    else
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q -e ".[test]"
+    fi
+    touch "$venv/.complete"
+else
+    # Editable install points at this clone, not the one that built the venv.
+    if command -v uv >/dev/null 2>&1; then
+        uv pip install -q --python "$venv/bin/python" --no-deps -e . >/dev/null
+    else
+        "$venv/bin/pip" install -q --no-deps -e . >/dev/null
+    fi
+fi
+ln -sfn "$venv" .venv
+echo "setup: ready, use .venv/bin/python" >&2
