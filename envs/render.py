@@ -7,6 +7,7 @@ shadows, reflections, multisampling and an oversized framebuffer cost most of th
 
 from __future__ import annotations
 
+import atexit
 from dataclasses import dataclass
 
 import mujoco
@@ -64,6 +65,8 @@ class CameraRenderer:
         self._renderer = mujoco.Renderer(model, height=height, width=width)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = config.shadows
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = config.reflections
+        # Free the GL context before interpreter teardown unloads EGL (else a noisy error at exit).
+        atexit.register(self.close)
         self._option = mujoco.MjvOption()
         if config.hide_collision_geoms:
             self._option.geomgroup[0] = 0
@@ -74,7 +77,10 @@ class CameraRenderer:
         return self._renderer.render()
 
     def close(self) -> None:
-        self._renderer.close()
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+            atexit.unregister(self.close)
 
 
 def flip_to_opengl(image: np.ndarray) -> np.ndarray:

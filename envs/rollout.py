@@ -59,14 +59,103 @@ class Episode:
         return self.outcome == "success"
 
 
+class PerturbedEpisode:
+    """One perturbed episode, step by step: the single implementation behind `rollout()` and `PerturbedTask`.
+
+    Order within a control step t: events scheduled at t fire, the observation is taken (camera frame rendered
+    if wanted, observation filters applied), the policy acts, action filters apply, physics steps.
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        renderer: CameraRenderer | None,
+        perturbations: Sequence[Perturbation],
+        seed: int,
+    ):
+        """`renderer=None` skips camera frames (for policies that read only state)."""
+        validate_composition(scene.task, perturbations)
+        self.scene, self.renderer = scene, renderer
+        self.perturbations = tuple(perturbations)
+        self.seed = seed
+        self.image_key = image_key(scene.task.camera)
+        self.rng = np.random.default_rng([seed, 7919])
+        self.events: dict[int, list[Perturbation]] = {}
+        for p in self.perturbations:
+            if p.at_step is not None:
+                self.events.setdefault(p.at_step, []).append(p)
+        self.t = 0
+        self.outcome: str | None = None
+        self.failure_step: int | None = None
+        self.error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def start(self) -> dict[str, np.ndarray]:
+        """Seeded nominal reset, then the reset-time perturbations; returns the first observation."""
+        self.scene.reset(self.seed)
+        for p in self.perturbations:
+            if p.at_step is None:
+                p.apply(self.scene, self.rng)
+        return self._observe(self.scene.observe())
+
+    def _observe(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.t in self.events:
+            for p in self.events[self.t]:
+                p.apply(self.scene, self.rng)
+            obs = self.scene.observe()
+        if self.renderer is not None:
+            obs[self.image_key] = self.renderer.render(self.scene.data)
+        for p in self.perturbations:
+            obs = p.observe(obs, self.t, self.rng)
+        return obs
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Executes one action; returns the next observation and the action actually executed."""
+        if self.done:
+            raise RuntimeError("episode is over; start a new one")
+        executed = np.asarray(action, dtype=float)
+        for p in self.perturbations:
+            executed = p.act(executed, self.t, self.rng)
+        try:
+            obs = self.scene.step(executed)
+        except SimulationError as exc:
+            self.t += 1
+            self.outcome, self.failure_step, self.error = "sim_error", self.t, str(exc)
+            return {}, executed
+        self.t += 1
+        if self.scene.is_success():
+            self.outcome = "success"
+        elif self.scene.object_off_table():
+            self.outcome, self.failure_step = "failure", self.t
+        elif self.t >= self.scene.task.horizon:
+            self.outcome = "failure"
+        return self._observe(obs), executed
+
+
 class Runner:
     """Runs episodes of one task; owns the Scene and the renderer."""
 
     def __init__(self, task: str | TaskSpec, render_config: RenderConfig = RenderConfig()):
         self.task = get_task(task)
         self.scene = Scene(self.task)
-        self.renderer = CameraRenderer(self.scene.model, self.task.camera, self.task.image_size, config=render_config)
+        self.render_config = render_config
         self.image_key = image_key(self.task.camera)
+        self._renderer: CameraRenderer | None = None
+
+    @property
+    def renderer(self) -> CameraRenderer:
+        """Created on first use, so that building a Runner opens no GL context (safe before forking workers)."""
+        if self._renderer is None:
+            self._renderer = CameraRenderer(
+                self.scene.model, self.task.camera, self.task.image_size, config=self.render_config
+            )
+        return self._renderer
+
+    def episode(self, perturbations: Sequence[Perturbation], seed: int, render_frames: bool) -> PerturbedEpisode:
+        return PerturbedEpisode(self.scene, self.renderer if render_frames else None, perturbations, seed)
 
     def run(
         self,
@@ -78,35 +167,15 @@ class Runner:
     ) -> Episode:
         """One episode; `record=True` keeps the camera frames."""
         started = time.perf_counter()
-        validate_composition(self.task, perturbations)
-        scene, rng = self.scene, np.random.default_rng([seed, 7919])
-        at_reset = [p for p in perturbations if p.at_step is None]
-        events = {}
-        for p in perturbations:
-            if p.at_step is not None:
-                events.setdefault(p.at_step, []).append(p)
         needs_frames = record or monitor is not None or self.image_key in policy.obs_keys
-
-        scene.reset(seed)
-        for p in at_reset:
-            p.apply(scene, rng)
-        obs = scene.observe()
+        episode = self.episode(perturbations, seed, needs_frames)
+        obs = episode.start()
         policy.reset()
         if monitor is not None:
             monitor.reset()
-
         actions, states, lowdim, frames, monitor_outputs = [], [], [], [], []
-        outcome, failure_step, error = "failure", None, None
-        for t in range(self.task.horizon):
-            for p in events.get(t, ()):
-                p.apply(scene, rng)
-            if t in events:
-                obs = scene.observe()
-            if needs_frames:
-                obs[self.image_key] = self.renderer.render(scene.data)
-            for p in perturbations:
-                obs = p.observe(obs, t, rng)
-            states.append(scene.get_state())
+        while not episode.done:
+            states.append(self.scene.get_state())
             lowdim.append({k: v for k, v in obs.items() if k != self.image_key})
             if needs_frames:
                 frame = obs[self.image_key]
@@ -114,40 +183,28 @@ class Runner:
                     frames.append(frame)
                 if monitor is not None:
                     monitor_outputs.append(monitor.step(frame))
-            action = np.asarray(policy.act(obs), dtype=float)
-            for p in perturbations:
-                action = p.act(action, t, rng)
-            actions.append(action)
-            try:
-                obs = scene.step(action)
-            except SimulationError as exc:
-                outcome, failure_step, error = "sim_error", t + 1, str(exc)
-                break
-            if scene.is_success():
-                outcome = "success"
-                break
-            if scene.object_off_table():
-                failure_step = t + 1
-                break
+            obs, executed = episode.step(policy.act(obs))
+            actions.append(executed)
 
         return Episode(
             task=self.task.name,
             seed=seed,
             perturbations=tuple(p.name for p in perturbations),
-            outcome=outcome,
+            outcome=episode.outcome,
             length=len(actions),
-            failure_step=failure_step,
+            failure_step=episode.failure_step,
             actions=np.asarray(actions),
             states=np.asarray(states),
             observations={k: np.stack([step[k] for step in lowdim]) for k in lowdim[0]},
             frames=np.stack(frames) if frames else None,
             monitor_outputs=monitor_outputs,
-            error=error,
+            error=episode.error,
             wall_time=time.perf_counter() - started,
         )
 
     def close(self) -> None:
-        self.renderer.close()
+        if self._renderer is not None:
+            self._renderer.close()
         self.scene.close()
 
 

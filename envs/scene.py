@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-
 import mujoco
 import numpy as np
 
@@ -55,17 +53,6 @@ def _add_distractors(xml: str) -> str:
 
 class SimulationError(RuntimeError):
     """The physics went unstable (NaN/inf state or a MuJoCo warning)."""
-
-
-@dataclass
-class SimHealth:
-    """Counts MuJoCo warnings so a new one during a step can be told from old ones."""
-
-    warning_counts: np.ndarray
-
-    @classmethod
-    def of(cls, data: mujoco.MjData) -> "SimHealth":
-        return cls(np.array([w.number for w in data.warning]))
 
 
 class Scene:
@@ -189,16 +176,23 @@ class Scene:
         self.forward()
         return self.env._get_observations(force_update=True)
 
+    def _warning_counts(self) -> list[int]:
+        # Indexing data.warning builds wrapper objects; keep them (they are views) for the per-step check.
+        if getattr(self, "_warnings_data", None) is not self.data:
+            self._warnings_data = self.data
+            self._warnings = [self.data.warning[i] for i in range(len(mujoco.mjtWarning.__members__) - 1)]
+        return [w.number for w in self._warnings]
+
     def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
-        """One control step; raises SimulationError when the physics goes unstable."""
-        before = SimHealth.of(self.data)
+        """One control step; raises SimulationError when the physics goes unstable (NaN/inf, MuJoCo warning)."""
+        before = self._warning_counts()
         obs, _, _, _ = self.env.step(action)
-        after = SimHealth.of(self.data)
+        after = self._warning_counts()
         if not (np.all(np.isfinite(self.data.qpos)) and np.all(np.isfinite(self.data.qacc))):
             raise SimulationError(f"non-finite state at t={self.data.time:.3f}s")
-        if np.any(after.warning_counts > before.warning_counts):
-            kinds = [mujoco.mjtWarning(i).name for i in np.flatnonzero(after.warning_counts > before.warning_counts)]
-            raise SimulationError(f"MuJoCo warning {', '.join(kinds)} at t={self.data.time:.3f}s")
+        new = [mujoco.mjtWarning(i).name for i, (a, b) in enumerate(zip(after, before)) if a > b]
+        if new:
+            raise SimulationError(f"MuJoCo warning {', '.join(new)} at t={self.data.time:.3f}s")
         return obs
 
     def is_success(self) -> bool:

@@ -18,6 +18,8 @@ class TaskSpec:
     """Language instruction of the nominal task (for monitors and reports)."""
     horizon: int
     """Control steps before an episode ends as a failure."""
+    event_step: int
+    """When the default mid-episode events fire: while the nominal policy is still at work."""
     objects: tuple[str, ...]
     """Root bodies of the manipulated objects, the target of object perturbations (first = primary)."""
     object_names: tuple[str, ...]
@@ -50,6 +52,7 @@ TASKS: dict[str, TaskSpec] = {
             env_name="Lift",
             instruction="lift the cube",
             horizon=160,
+            event_step=12,
             objects=("cube_main",),
             object_names=("cube",),
             surface_bodies=("table",),
@@ -60,6 +63,7 @@ TASKS: dict[str, TaskSpec] = {
             env_name="PickPlaceCan",
             instruction="pick up the can and place it in the bin",
             horizon=400,
+            event_step=40,
             objects=("Can_main",),
             object_names=("can",),
             surface_bodies=("bin1",),
@@ -70,6 +74,7 @@ TASKS: dict[str, TaskSpec] = {
             env_name="NutAssemblySquare",
             instruction="pick up the square nut and place it on the square peg",
             horizon=400,
+            event_step=40,
             objects=("SquareNut_main",),
             object_names=("square nut",),
             surface_bodies=("table",),
@@ -79,6 +84,7 @@ TASKS: dict[str, TaskSpec] = {
             env_name="Stack",
             instruction="stack the red cube on the green cube",
             horizon=400,
+            event_step=40,
             objects=("cubeA_main", "cubeB_main"),
             object_names=("red cube", "green cube"),
             surface_bodies=("table",),

@@ -83,13 +83,13 @@ def mid_episode_events(task: TaskSpec, at_step: int) -> list[Perturbation]:
         ),
         ObjectNudge(name=f"event_{key}_nudge", description=f"the {obj} is bumped mid-task", velocity=(0.0, 0.6, 0.0), at_step=at_step),
         ObjectTeleport(name=f"event_{key}_teleport", description=f"the {obj} jumps 8 cm mid-task", offset=(0.0, 0.08), at_step=at_step),
-        GripperForcedOpen(name="event_gripper_open", description="the gripper opens by itself mid-task", duration=15, at_step=at_step + 20),
+        GripperForcedOpen(name="event_gripper_open", description="the gripper opens by itself mid-task", duration=15, at_step=at_step + 10),
     ]
 
 
 def default_perturbations(task: TaskSpec) -> list[Perturbation]:
     """Every perturbation a task offers, in a fixed order (the search's action space)."""
-    items = robomd_appearance(task) + scene_and_dynamics(task) + mid_episode_events(task, at_step=task.horizon // 4)
+    items = robomd_appearance(task) + scene_and_dynamics(task) + mid_episode_events(task, at_step=task.event_step)
     for item in items:
         item.check_task(task)
     return items

@@ -1,0 +1,44 @@
+"""`key=value` command lines for the small entry points, parsed into a typed dataclass config.
+
+Hydra's override syntax without Hydra's run directories: OmegaConf checks keys and types, and an unknown key is
+reported with the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from typing import TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+C = TypeVar("C")
+
+
+def parse_config(config_cls: type[C], argv: Sequence[str] | None = None) -> C:
+    """Builds `config_cls` from `key=value` arguments; exits with a clear message on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage(config_cls))
+        raise SystemExit(0)
+    malformed = [a for a in argv if "=" not in a]
+    unknown = [a.split("=", 1)[0] for a in argv if "=" in a and a.split("=", 1)[0] not in fields]
+    if malformed or unknown:
+        bad = ", ".join(malformed + unknown)
+        raise SystemExit(f"error: bad argument(s) {bad}; expected key=value with keys: {', '.join(fields)}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(config_cls), OmegaConf.from_dotlist(argv))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise SystemExit(f"error: {exc}".splitlines()[0]) from None
+
+
+def usage(config_cls: type) -> str:
+    lines = [f"usage: python -m {sys.modules['__main__'].__spec__.name if sys.modules['__main__'].__spec__ else ''} key=value ..."]
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        lines.append(f"  {f.name}={default}")
+    return "\n".join(lines)

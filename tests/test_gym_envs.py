@@ -1,0 +1,34 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs  # noqa: F401  (registers the ids)
+
+FAILSCOPE_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("failscope/"))
+
+
+def test_every_task_is_registered():
+    assert {"failscope/Lift-v0", "failscope/Can-v0", "failscope/Square-v0", "failscope/Stack-v0"} <= set(FAILSCOPE_IDS)
+
+
+@pytest.mark.parametrize("env_id", FAILSCOPE_IDS)
+def test_check_env(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=False)
+    sb3_check_env(env.unwrapped, warn=False)
+    env.close()
+
+
+def test_perturbed_task_steps_until_truncation():
+    env = gym.make("failscope/Lift-v0", perturbations=["cube_color_blue"])
+    obs, info = env.reset(seed=0)
+    assert info["perturbations"] == ["cube_color_blue"]
+    assert obs["agentview_image"].shape == (84, 84, 3)
+    for t in range(200):
+        obs, reward, terminated, truncated, info = env.step(np.zeros(7, dtype=np.float32))
+        if terminated or truncated:
+            break
+    assert truncated and not terminated and t == 159 and reward == 0.0
+    env.close()
