@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 import mujoco
 import numpy as np
 
+from envs.meshes import simplify_visual_meshes
 from envs.tasks import TaskSpec, get_task
 
 # Model arrays perturbations edit; `restore()` copies all of them back.
@@ -58,7 +59,8 @@ class SimulationError(RuntimeError):
 class Scene:
     """A robosuite env for one task, built once, with exact restore of every perturbable model field."""
 
-    def __init__(self, task: str | TaskSpec, seed: int = 0):
+    def __init__(self, task: str | TaskSpec, seed: int = 0, visual_mesh_faces: int | None = 2000):
+        """`visual_mesh_faces`: face budget of simplified visual meshes (see envs.meshes); None keeps robosuite's."""
         import robosuite
 
         self.task = get_task(task)
@@ -79,6 +81,8 @@ class Scene:
             **self.task.env_kwargs,
         )
         self.env.set_xml_processor(_add_distractors)
+        if visual_mesh_faces is not None:
+            self.env.set_xml_processor(lambda xml: simplify_visual_meshes(xml, visual_mesh_faces))
         self.env.reset_from_xml_string(self.env.model.get_xml())
         self._nominal = {name: getattr(self.model, name).copy() for name in EDITABLE_FIELDS}
         self._object_half_heights = {body: self._half_height(body) for body in self.task.objects}
