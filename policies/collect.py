@@ -1,0 +1,101 @@
+"""`python -m policies.collect task=lift episodes=200`: scripted-expert demonstrations in robomimic-layout HDF5.
+
+DART-style: the executed arm actions carry small Gaussian noise while the recorded actions are the expert's clean
+ones, so behaviour cloning sees states off the expert's path labelled with the way back. Only successful episodes
+are kept. Re-running with the same `out` appends (numbering and seeds continue), so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from envs.cli import parse_config
+from envs.hdf5 import EpisodeWriter
+from envs.rollout import get_runner
+from envs.tasks import get_task
+from policies.base import image_key
+from policies.scripted import ScriptedExpert
+
+DATASET_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object-state")
+
+
+@dataclass
+class CollectConfig:
+    task: str = "lift"
+    episodes: int = 200
+    """Successful demonstrations wanted in the file (including ones already there)."""
+    out: str = ""
+    """Output file (default data/<task>_scripted.hdf5)."""
+    noise: float = 0.1
+    """Std of the noise on executed arm actions (0 = the clean expert)."""
+    seed: int = 0
+    """Seed of the first episode of a new file."""
+    valid_fraction: float = 0.1
+
+
+class NoisyExpert:
+    """Executes the expert's action plus noise, remembering the clean actions as labels."""
+
+    def __init__(self, expert: ScriptedExpert, noise: float, seed: int):
+        self.expert, self.noise = expert, noise
+        self.obs_keys = expert.obs_keys + (image_key(expert.task.camera),)
+        self.action_dim = expert.action_dim
+        self.rng = np.random.default_rng([seed, 31337])
+        self.clean_actions: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self.expert.reset()
+        self.clean_actions = []
+
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        clean = self.expert.act(obs)
+        self.clean_actions.append(clean)
+        noisy = clean.copy()
+        noisy[:-1] = np.clip(noisy[:-1] + self.rng.normal(0.0, self.noise, size=len(noisy) - 1), -1.0, 1.0)
+        return noisy
+
+
+def collect(config: CollectConfig) -> str:
+    task = get_task(config.task)
+    out = config.out or f"data/{task.name}_scripted.hdf5"
+    runner = get_runner(task.name)
+    with EpisodeWriter(out, task, runner.scene.env.sim.model.get_xml(), obs_keys=DATASET_OBS_KEYS) as writer:
+        seed = int(writer.data.attrs.get("next_seed", config.seed))
+        kept, tried = len(writer), 0
+        progress = tqdm(total=config.episodes, initial=kept, desc=f"demos {task.name}", unit="demo")
+        while kept < config.episodes:
+            policy = NoisyExpert(ScriptedExpert(task), config.noise, seed)
+            episode = runner.run(policy, seed=seed, record=True)
+            seed, tried = seed + 1, tried + 1
+            writer.data.attrs["next_seed"] = seed
+            if episode.success:
+                writer.write(episode, actions=np.asarray(policy.clean_actions))
+                kept += 1
+                progress.update()
+            progress.set_postfix(kept=f"{kept}", success=f"{kept / max(tried, 1):.0%}" if tried else "")
+        progress.close()
+        writer.write_split(config.valid_fraction)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(CollectConfig, argv)
+    if config.episodes < 1:
+        raise SystemExit(f"error: episodes must be >= 1, got {config.episodes}")
+    try:
+        out = collect(config)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    with h5py.File(out, "r") as file:
+        demos, samples = len(file["data"]), int(file["data"].attrs["total"])
+        print(f"{out}: {demos} demos, {samples} samples, train {len(file['mask/train'])} / valid {len(file['mask/valid'])}")
+    print(f"demos: {demos}")
+
+
+if __name__ == "__main__":
+    main()

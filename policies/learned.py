@@ -1,0 +1,76 @@
+"""A trained BC checkpoint as a `Policy` (see policies.base)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.tasks import get_task
+from policies.base import image_key
+from policies.checkpoint import Checkpoint, load_checkpoint
+
+PROPRIO_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
+STATE_KEY = "object-state"
+
+
+def proprio_vector(obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The proprioceptive input every BC architecture reads, in a fixed order."""
+    return np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(-1) for k in PROPRIO_KEYS])
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Crops the middle `size`×`size` of (..., H, W, C) images."""
+    h, w = images.shape[-3], images.shape[-2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size, :]
+
+
+class BCPolicy:
+    """Runs a BC network step by step; the RNN variant carries its hidden state through the episode."""
+
+    action_dim = 7
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self.task = get_task(checkpoint.task)
+        self.config = checkpoint.model_config
+        self.model = checkpoint.build()
+        self.norm = checkpoint.normalization
+        self.image_key = image_key(self.task.camera)
+        keys = list(PROPRIO_KEYS)
+        if self.config.arch == "bc_lowdim":
+            keys.append(STATE_KEY)
+        else:
+            keys.append(self.image_key)
+        self.obs_keys = tuple(keys)
+        self.hidden: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BCPolicy":
+        return cls(load_checkpoint(path))
+
+    def reset(self) -> None:
+        self.hidden = None
+
+    @torch.inference_mode()
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        proprio = torch.from_numpy(self.norm.proprio(proprio_vector(obs)).astype(np.float32))[None]
+        arch = self.config.arch
+        if arch == "bc_lowdim":
+            state = torch.from_numpy(self.norm.state(np.asarray(obs[STATE_KEY])).astype(np.float32))[None]
+            action = self.model(proprio, state)[0]
+        else:
+            frame = obs[self.image_key]
+            expected = (self.config.image_size, self.config.image_size, 3)
+            if frame.shape != expected or frame.dtype != np.uint8:
+                raise ValueError(f"{self.image_key}: expected uint8 {expected}, got {frame.dtype} {frame.shape}")
+            image = center_crop(torch.from_numpy(np.ascontiguousarray(frame)), self.config.crop_size)[None]
+            if arch == "bc_rnn":
+                out, self.hidden = self.model(image[None], proprio[None], self.hidden)
+                action = out[0, -1]
+            else:
+                action = self.model(image, proprio)[0]
+        return action.numpy().astype(float)

@@ -1,0 +1,241 @@
+"""`python -m policies.train task=lift arch=bc_image`: behaviour cloning from a robomimic-layout HDF5 file.
+
+Loads the whole dataset into memory (uint8 frames), trains with random crops, logs TensorBoard scalars, evaluates
+by rollouts every `eval_every` epochs on seeds no evaluation command uses (10_000+), and keeps the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from envs.cli import parse_config
+from envs.hdf5 import demo_names
+from envs.rollout import get_runner
+from envs.tasks import get_task
+from policies.base import image_key
+from policies.checkpoint import Checkpoint, Normalization, save_checkpoint
+from policies.learned import PROPRIO_KEYS, STATE_KEY, BCPolicy
+from policies.models import ARCHS, ModelConfig, build_model
+
+EVAL_SEED = 10_000
+
+
+@dataclass
+class TrainConfig:
+    task: str = "lift"
+    arch: str = "bc_image"
+    """bc_image | bc_rnn | bc_lowdim"""
+    data: str = ""
+    """Demonstrations (default data/<task>_scripted.hdf5)."""
+    out: str = ""
+    """Checkpoint directory (default runs/train/<task>_<arch>)."""
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 5
+    """Epochs between rollout evaluations (0: never; the last epoch's weights are kept)."""
+    eval_episodes: int = 10
+    seed: int = 0
+    window: int = 10
+    """bc_rnn training sequence length."""
+    max_demos: int = 0
+    """Use only the first N training demos (0 = all)."""
+
+
+@dataclass
+class Arrays:
+    images: np.ndarray
+    proprio: np.ndarray
+    state: np.ndarray
+    actions: np.ndarray
+    starts: np.ndarray
+    """Index of each sample's episode start (for RNN windows)."""
+    ends: np.ndarray
+
+
+def load_arrays(path: str, split: str, camera: str, with_images: bool, max_demos: int = 0) -> Arrays:
+    images, proprio, state, actions, starts, ends = [], [], [], [], [], []
+    offset = 0
+    with h5py.File(path, "r") as file:
+        names = demo_names(file, split)
+        if max_demos:
+            names = names[:max_demos]
+        for name in names:
+            demo = file["data"][name]
+            obs, n = demo["obs"], int(demo.attrs["num_samples"])
+            if with_images:
+                images.append(obs[image_key(camera)][:])
+            proprio.append(np.concatenate([obs[k][:] for k in PROPRIO_KEYS], axis=1))
+            state.append(obs[STATE_KEY][:])
+            actions.append(demo["actions"][:])
+            starts.append(np.full(n, offset))
+            ends.append(np.full(n, offset + n))
+            offset += n
+    if not actions:
+        raise ValueError(f"{path} has no demonstrations in split {split!r}")
+    return Arrays(
+        images=np.concatenate(images) if with_images else np.zeros((0,)),
+        proprio=np.concatenate(proprio).astype(np.float32),
+        state=np.concatenate(state).astype(np.float32),
+        actions=np.concatenate(actions).astype(np.float32),
+        starts=np.concatenate(starts),
+        ends=np.concatenate(ends),
+    )
+
+
+def check_dataset(path: str) -> None:
+    """Fails early, before any training, on files that cannot teach anything."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist; collect demonstrations with python -m policies.collect")
+    with h5py.File(path, "r") as file:
+        if "data" not in file or len(file["data"]) == 0:
+            raise ValueError(f"{path} holds no demonstrations")
+        outcomes = {file["data"][n].attrs.get("outcome", "success") for n in file["data"]}
+        if "success" not in outcomes:
+            raise ValueError(f"{path} holds only failed episodes; behaviour cloning needs successful ones")
+        if "mask" not in file or "train" not in file["mask"]:
+            raise ValueError(f"{path} has no mask/train split")
+
+
+def random_crop(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    n, h, w = images.shape[:3]
+    tops, lefts = rng.integers(0, h - size + 1, n), rng.integers(0, w - size + 1, n)
+    return np.stack([img[t : t + size, l : l + size] for img, t, l in zip(images, tops, lefts)])
+
+
+def center(images: np.ndarray, size: int) -> np.ndarray:
+    top = (images.shape[-3] - size) // 2
+    return images[..., top : top + size, top : top + size, :]
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        if config.arch not in ARCHS:
+            raise ValueError(f"unknown arch {config.arch!r}; valid: {', '.join(ARCHS)}")
+        self.config = config
+        self.task = get_task(config.task)
+        self.data_path = config.data or f"data/{self.task.name}_scripted.hdf5"
+        check_dataset(self.data_path)
+        self.out = Path(config.out or f"runs/train/{self.task.name}_{config.arch}")
+        with_images = config.arch != "bc_lowdim"
+        self.train = load_arrays(self.data_path, "train", self.task.camera, with_images, config.max_demos)
+        self.valid = load_arrays(self.data_path, "valid", self.task.camera, with_images)
+        self.norm = Normalization(
+            proprio_mean=self.train.proprio.mean(0).tolist(),
+            proprio_std=np.maximum(self.train.proprio.std(0), 1e-3).tolist(),
+            state_mean=self.train.state.mean(0).tolist(),
+            state_std=np.maximum(self.train.state.std(0), 1e-3).tolist(),
+        )
+        self.model_config = ModelConfig(
+            arch=config.arch, image_size=self.task.image_size, crop_size=self.task.image_size - 8,
+            state_dim=self.train.state.shape[1], window=config.window,
+        )
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.model = build_model(self.model_config)
+
+    def _batch(self, arrays: Arrays, index: np.ndarray, train: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        arch, size = self.config.arch, self.model_config.crop_size
+        if arch == "bc_rnn":
+            # Windows that end at the sampled step, clamped to the episode's start (repeat the first frame).
+            offsets = np.arange(-self.config.window + 1, 1)
+            index = np.maximum(index[:, None] + offsets[None], arrays.starts[index][:, None])
+        proprio = torch.from_numpy(self.norm.proprio(arrays.proprio[index]).astype(np.float32))
+        actions = torch.from_numpy(arrays.actions[index])
+        if arch == "bc_lowdim":
+            state = torch.from_numpy(self.norm.state(arrays.state[index]).astype(np.float32))
+            return (proprio, state), actions
+        images = arrays.images[index.reshape(-1)]
+        images = random_crop(images, size, self.rng) if train else center(images, size)
+        images = torch.from_numpy(np.ascontiguousarray(images)).reshape(*index.shape, size, size, 3)
+        return (images, proprio), actions
+
+    def _loss(self, inputs: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
+        out = self.model(*inputs)
+        pred = out[0] if isinstance(out, tuple) else out
+        return F.mse_loss(pred, actions)
+
+    def evaluate(self) -> float:
+        policy = BCPolicy(self.checkpoint())
+        runner = get_runner(self.task.name)
+        wins = sum(runner.run(policy, seed=EVAL_SEED + i).success for i in range(self.config.eval_episodes))
+        return wins / self.config.eval_episodes
+
+    def checkpoint(self, **training) -> Checkpoint:
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return Checkpoint(self.task.name, self.model_config, self.norm, state, training)
+
+    def run(self) -> Path:
+        from torch.utils.tensorboard import SummaryWriter
+
+        config = self.config
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        n = len(self.train.actions)
+        steps_per_epoch = max(1, n // config.batch_size)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
+        writer = SummaryWriter(str(self.out / "tensorboard"))
+        best: tuple[float, float] | None = None
+        history, started = [], time.perf_counter()
+        for epoch in (bar := tqdm(range(1, config.epochs + 1), desc=f"train {config.arch}", unit="epoch")):
+            self.model.train()
+            order = self.rng.permutation(n)
+            losses = []
+            for i in range(steps_per_epoch):
+                inputs, actions = self._batch(self.train, order[i * config.batch_size : (i + 1) * config.batch_size], True)
+                loss = self._loss(inputs, actions)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+            self.model.eval()
+            with torch.no_grad():
+                index = np.arange(len(self.valid.actions))
+                valid_loss = float(np.mean([
+                    self._loss(*self._batch(self.valid, chunk, False)).item() for chunk in np.array_split(index, max(1, len(index) // 256))
+                ]))
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_loss": valid_loss}
+            writer.add_scalar("loss/train", record["train_loss"], epoch)
+            writer.add_scalar("loss/valid", valid_loss, epoch)
+            evaluate_now = config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs)
+            if evaluate_now:
+                record["eval_success"] = self.evaluate()
+                writer.add_scalar("eval/success_rate", record["eval_success"], epoch)
+            history.append(record)
+            bar.set_postfix({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in record.items() if k != "epoch"})
+            score = (record.get("eval_success", -1.0), -valid_loss)
+            if evaluate_now or not config.eval_every:
+                if best is None or score > best:
+                    best = score
+                    save_checkpoint(self.out, self.checkpoint(
+                        data=self.data_path, epoch=epoch, eval_success=record.get("eval_success"),
+                        eval_episodes=config.eval_episodes, eval_seeds=f"{EVAL_SEED}..{EVAL_SEED + config.eval_episodes - 1}",
+                        train_samples=n, config=config.__dict__,
+                    ))
+        writer.close()
+        (self.out / "history.json").write_text(json.dumps(history, indent=1))
+        print(f"trained in {time.perf_counter() - started:.0f} s; best checkpoint (eval success, -valid loss) = {best} in {self.out}")
+        return self.out
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(TrainConfig, argv)
+    try:
+        out = Trainer(config).run()
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"checkpoint: {out}")
+
+
+if __name__ == "__main__":
+    main()
