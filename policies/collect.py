@@ -33,6 +33,8 @@ class CollectConfig:
     """Output file (default data/<task>_scripted.hdf5)."""
     noise: float = 0.1
     """Std of the noise on executed arm actions (0 = the clean expert)."""
+    yaw_jitter: float = 0.5
+    """Radians: the expert grasps at a random yaw offset up to this size (see ScriptedExpert)."""
     seed: int = 0
     """Seed of the first episode of a new file."""
     valid_fraction: float = 0.1
@@ -69,7 +71,8 @@ def collect(config: CollectConfig) -> str:
         kept, tried = len(writer), 0
         progress = tqdm(total=config.episodes, initial=kept, desc=f"demos {task.name}", unit="demo")
         while kept < config.episodes:
-            policy = NoisyExpert(ScriptedExpert(task), config.noise, seed)
+            expert = ScriptedExpert(task, yaw_jitter=config.yaw_jitter, seed=seed)
+            policy = NoisyExpert(expert, config.noise, seed)
             episode = runner.run(policy, seed=seed, record=True)
             seed, tried = seed + 1, tried + 1
             writer.data.attrs["next_seed"] = seed

@@ -20,8 +20,9 @@ from policies.registry import load_policy
 @dataclass
 class EvaluateConfig:
     policy: str = "scripted"
-    """Policy name (see policies.registry)."""
-    task: str = "lift"
+    """Policy name or path (see policies.registry)."""
+    task: str = ""
+    """Task (default: the policy's own; lift for the scripted expert)."""
     episodes: int = 50
     seed: int = 0
     """Episode i uses seed `seed + i`."""
@@ -30,11 +31,12 @@ class EvaluateConfig:
 
 
 def evaluate(config: EvaluateConfig) -> list[Episode]:
-    policy = load_policy(config.policy, config.task)
-    perturbations = get_perturbations(config.task, config.perturbations)
+    policy, task = load_policy(config.policy, config.task or None)
+    config.task = task.name
+    perturbations = get_perturbations(task, config.perturbations)
     return [
-        rollout(config.task, policy, perturbations, seed=config.seed + i)
-        for i in tqdm(range(config.episodes), desc=f"{config.policy} on {config.task}", unit="ep")
+        rollout(task, policy, perturbations, seed=config.seed + i)
+        for i in tqdm(range(config.episodes), desc=f"{config.policy} on {task.name}", unit="ep")
     ]
 
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     try:
         episodes = evaluate(config)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     wall = time.perf_counter() - started
     outcomes = Counter(e.outcome for e in episodes)

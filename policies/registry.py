@@ -1,22 +1,47 @@
-"""Policies by name: `policy=scripted` on every CLI (shipped checkpoints and user paths join this registry)."""
+"""Policies by name or path: `policy=...` on every CLI.
+
+- `scripted`: the task's scripted expert (privileged state);
+- a shipped checkpoint name (a folder of policies/checkpoints, e.g. `lift_bc_image`);
+- a path: a FailScope checkpoint folder, a TorchScript file (`.pt`/`.ts` with a `.json` obs spec beside it),
+  a robomimic checkpoint (`.pth`), or `module:attribute` naming a Python callable or Policy factory.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 
 from envs.tasks import TaskSpec, get_task
 from policies.base import Policy
 from policies.scripted import ScriptedExpert
 
-POLICIES: dict[str, Callable[[TaskSpec], Policy]] = {
-    "scripted": ScriptedExpert,
-}
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
 
-def load_policy(name: str, task: str | TaskSpec) -> Policy:
-    """Builds the named policy for a task; unknown names list the valid ones."""
-    try:
-        factory = POLICIES[name]
-    except KeyError:
-        raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(sorted(POLICIES))}") from None
-    return factory(get_task(task))
+def shipped_checkpoints() -> dict[str, Path]:
+    return {p.name: p for p in sorted(CHECKPOINTS.glob("*")) if (p / "config.json").is_file()}
+
+
+def policy_names() -> list[str]:
+    return ["scripted", *shipped_checkpoints()]
+
+
+def load_policy(name: str, task: str | TaskSpec | None = None) -> tuple[Policy, TaskSpec]:
+    """Builds a policy and says which task it is for; a task that contradicts the policy's is an error."""
+    from policies.adapters import load_adapter
+    from policies.learned import BCPolicy
+
+    wanted = get_task(task) if task else None
+    if name == "scripted":
+        spec = wanted or get_task("lift")
+        return ScriptedExpert(spec), spec
+    shipped = shipped_checkpoints()
+    if name in shipped or Path(name).is_dir():
+        policy = BCPolicy.load(shipped.get(name, name))
+    elif Path(name).suffix in (".pt", ".ts", ".pth") or ":" in name:
+        policy = load_adapter(name, wanted)
+    else:
+        raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(policy_names())}, or a checkpoint path")
+    spec = policy.task
+    if wanted is not None and wanted.name != spec.name:
+        raise ValueError(f"policy {name!r} was trained for task {spec.name!r}, not {wanted.name!r}")
+    return policy, spec

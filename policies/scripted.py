@@ -63,8 +63,12 @@ class ScriptedExpert:
 
     action_dim = 7
 
-    def __init__(self, task: str | TaskSpec, gain: float = 1.0):
+    def __init__(self, task: str | TaskSpec, gain: float = 1.0, yaw_jitter: float = 0.0, seed: int = 0):
+        """`yaw_jitter` (radians): each episode grasps at a random yaw offset up to this size, so that cloned
+        policies see (and learn to lift from) imperfect grasps; 0 is the clean expert."""
         self.task = get_task(task)
+        self.yaw_jitter = yaw_jitter
+        self.rng = np.random.default_rng([seed, 4242])
         if self.task.name not in PLANS:
             raise ValueError(f"no scripted expert for task {self.task.name!r}; available: {', '.join(PLANS)}")
         self.plan = PLANS[self.task.name]
@@ -80,6 +84,7 @@ class ScriptedExpert:
         self.phase_steps = 0
         self.grasp_pos: np.ndarray | None = None
         self.grasp_yaw = 0.0
+        self.yaw_offset = self.rng.uniform(-self.yaw_jitter, self.yaw_jitter) if self.yaw_jitter else 0.0
 
     def _goto(self, phase: str) -> None:
         self.phase, self.phase_steps = phase, 0
@@ -97,7 +102,7 @@ class ScriptedExpert:
         eef_yaw = float(np.arctan2(2 * (x * y + w * z), 1 - 2 * (y * y + z * z)))
         obj = np.asarray(obs[f"{plan.object_key}_pos"], dtype=float)
         obj_yaw = yaw_of_quat_xyzw(np.asarray(obs[f"{plan.object_key}_quat"]))
-        yaw_target = eef_yaw + wrap(obj_yaw - eef_yaw, plan.yaw_symmetry)
+        yaw_target = eef_yaw + wrap(obj_yaw + self.yaw_offset - eef_yaw, plan.yaw_symmetry)
         self.phase_steps += 1
         grasp_point = obj + [0.0, 0.0, plan.grasp_height]
 

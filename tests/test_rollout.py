@@ -5,6 +5,7 @@ import pytest
 
 from envs.perturbations import Perturbation, get_perturbations
 from envs.rollout import rollout
+from envs.tasks import get_task
 from policies.scripted import ScriptedExpert
 
 
@@ -57,7 +58,7 @@ def test_same_seed_same_episode_even_with_noise():
 def test_horizon_failure_resets_policy_and_frames_are_the_policys():
     policy = HoldStill()
     episode = rollout("lift", policy, seed=1, record=True)
-    assert episode.outcome == "failure" and episode.length == 160
+    assert episode.outcome == "failure" and episode.length == get_task("lift").horizon
     assert policy.resets == 1
     np.testing.assert_array_equal(np.stack(policy.seen_frames), episode.frames)
 

@@ -1,0 +1,78 @@
+"""`python -m policies.ship run=runs/train/lift_bc_image name=lift_bc_image episodes=50`: package a checkpoint.
+
+Copies the weights and config into policies/checkpoints/<name>/, measures nominal success on seeds 0..episodes-1
+(the same seeds `policies.evaluate` uses) and writes the model card from what was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+
+from envs.cli import parse_config
+from policies.checkpoint import CONFIG, WEIGHTS
+from policies.evaluate import EvaluateConfig, evaluate
+from policies.registry import CHECKPOINTS
+
+
+@dataclass
+class ShipConfig:
+    run: str = ""
+    """Trained checkpoint directory (from policies.train)."""
+    name: str = ""
+    """Name under policies/checkpoints (what `policy=` takes)."""
+    episodes: int = 50
+
+
+def model_card(name: str, config: dict, success: float, episodes: int, demos: str) -> str:
+    training = config["training"]
+    model = config["model"]
+    train_args = " ".join(f"{k}={v}" for k, v in training["config"].items() if k in ("task", "arch", "epochs", "seed"))
+    return f"""# {name}
+
+- **Task**: `{config['task']}` (robosuite, Panda, OSC_POSE deltas + gripper, 20 Hz), camera agentview {model['image_size']}×{model['image_size']}.
+- **Architecture**: `{model['arch']}` — conv trunk {model['channels']} + spatial softmax ({model['keypoints']} keypoints) + MLP {model['hidden']}, random {model['crop_size']}px crops; inputs: {"object state + proprioception" if model['arch'] == 'bc_lowdim' else "camera frame + end-effector pose + gripper"}.
+- **Data**: {demos}
+- **Training**: `python -m policies.train {train_args}` ({training['train_samples']} samples; best of the periodic
+  rollout evaluations on seeds {training['eval_seeds']}: {training['eval_success']} at epoch {training['epoch']}).
+- **Measured nominal success**: **{success:.2f}** over {episodes} episodes, seeds 0..{episodes - 1}
+  (`python -m policies.evaluate policy={name} episodes={episodes}`).
+- **Format**: `{WEIGHTS}` (safetensors) + `{CONFIG}`; loading executes no code.
+- **Intended use**: a policy under test for FailScope's failure search. It was cloned from a scripted expert without
+  visual augmentation beyond random crops, so colour, lighting and camera changes are expected to hurt it.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(ShipConfig, argv)
+    run = Path(config.run)
+    if not (run / CONFIG).is_file() or not config.name:
+        raise SystemExit(f"error: need run=<dir with {CONFIG}> and name=<checkpoint name>")
+    target = CHECKPOINTS / config.name
+    target.mkdir(parents=True, exist_ok=True)
+    for file in (WEIGHTS, CONFIG):
+        shutil.copy2(run / file, target / file)
+    episodes = evaluate(EvaluateConfig(policy=config.name, episodes=config.episodes))
+    success = sum(e.success for e in episodes) / len(episodes)
+    checkpoint_config = json.loads((target / CONFIG).read_text())
+    data = checkpoint_config["training"]["data"]
+    demos = data
+    if Path(data).is_file():
+        with h5py.File(data, "r") as file:
+            demos = (
+                f"{len(file['data'])} scripted-expert demonstrations (`python -m policies.collect "
+                f"task={checkpoint_config['task']} episodes={len(file['data'])}`: DART action noise, yaw-jittered grasps)"
+            )
+    checkpoint_config["measured"] = {"nominal_success": success, "episodes": len(episodes), "seeds": [0, len(episodes) - 1]}
+    (target / CONFIG).write_text(json.dumps(checkpoint_config, indent=2))
+    (target / "MODEL_CARD.md").write_text(model_card(config.name, checkpoint_config, success, len(episodes), demos))
+    print(f"{target}: nominal success {success:.3f} over {len(episodes)} episodes")
+    print(f"success_rate: {success:.3f}")
+
+
+if __name__ == "__main__":
+    main()

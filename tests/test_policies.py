@@ -1,0 +1,101 @@
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from envs.hdf5 import demo_names
+from policies.collect import CollectConfig, collect
+from policies.registry import load_policy
+from policies.train import TrainConfig, Trainer
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demos") / "lift.hdf5"
+    collect(CollectConfig(task="lift", episodes=3, out=str(path), valid_fraction=0.34))
+    return path
+
+
+def test_collect_writes_robomimic_layout_and_resumes(demos):
+    with h5py.File(demos, "r") as file:
+        assert demo_names(file) == ["demo_0", "demo_1", "demo_2"]
+        demo = file["data/demo_0"]
+        n = demo.attrs["num_samples"]
+        assert demo["obs/agentview_image"].shape == (n, 84, 84, 3) and demo["obs/agentview_image"].dtype == np.uint8
+        assert demo["actions"].shape == (n, 7) and demo["states"].shape[0] == n
+        assert "<mujoco" in demo.attrs["model_file"]
+        assert json.loads(file["data"].attrs["env_args"])["env_name"] == "Lift"
+        assert len(file["mask/train"]) + len(file["mask/valid"]) == 3
+        next_seed = file["data"].attrs["next_seed"]
+    collect(CollectConfig(task="lift", episodes=4, out=str(demos)))
+    with h5py.File(demos, "r") as file:
+        assert demo_names(file)[-1] == "demo_3"
+        assert file["data/demo_3"].attrs["seed"] >= next_seed
+
+
+@pytest.mark.parametrize("arch", ["bc_image", "bc_rnn", "bc_lowdim"])
+def test_train_then_evaluate_round_trip(demos, tmp_path, arch):
+    out = tmp_path / arch
+    Trainer(TrainConfig(task="lift", arch=arch, data=str(demos), out=str(out), epochs=1, eval_every=1, eval_episodes=1)).run()
+    assert (out / "model.safetensors").is_file() and (out / "tensorboard").is_dir()
+    policy, task = load_policy(str(out))
+    assert task.name == "lift"
+    result = run_module("policies.evaluate", f"policy={out}", "episodes=1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("success_rate: ")
+
+
+def test_checkpoint_errors_name_the_file(tmp_path, demos):
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load_policy(str(tmp_path))
+    out = tmp_path / "ckpt"
+    Trainer(TrainConfig(task="lift", arch="bc_lowdim", data=str(demos), out=str(out), epochs=1, eval_every=0)).run()
+    (out / "model.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors file"):
+        load_policy(str(out))
+    with pytest.raises(ValueError, match="valid policies: scripted"):
+        load_policy("no_such_policy")
+
+
+def test_task_mismatch_is_an_error(tmp_path, demos):
+    out = tmp_path / "ckpt"
+    Trainer(TrainConfig(task="lift", arch="bc_lowdim", data=str(demos), out=str(out), epochs=1, eval_every=0)).run()
+    with pytest.raises(ValueError, match="trained for task 'lift', not 'can'"):
+        load_policy(str(out), "can")
+
+
+def test_empty_or_all_failure_demo_file_fails_before_training(tmp_path):
+    empty = tmp_path / "empty.hdf5"
+    with h5py.File(empty, "w") as file:
+        file.create_group("data")
+    with pytest.raises(ValueError, match="holds no demonstrations"):
+        Trainer(TrainConfig(data=str(empty)))
+    failed = tmp_path / "failed.hdf5"
+    with h5py.File(failed, "w") as file:
+        file.create_group("data/demo_0").attrs["outcome"] = "failure"
+    with pytest.raises(ValueError, match="only failed episodes"):
+        Trainer(TrainConfig(data=str(failed)))
+
+
+class TinyScripted(torch.nn.Module):
+    def forward(self, image: torch.Tensor, eef: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(image.shape[0], 7) + eef[:, :1] * 0
+
+
+def test_torchscript_adapter(tmp_path):
+    path = tmp_path / "policy.pt"
+    torch.jit.script(TinyScripted()).save(str(path))
+    with pytest.raises(FileNotFoundError, match="policy.json is missing"):
+        load_policy(str(path))
+    path.with_suffix(".json").write_text(json.dumps({"task": "lift", "obs_keys": ["agentview_image", "robot0_eef_pos"]}))
+    policy, task = load_policy(str(path))
+    obs = {"agentview_image": np.zeros((84, 84, 3), np.uint8), "robot0_eef_pos": np.zeros(3)}
+    assert policy.act(obs).shape == (7,) and task.name == "lift"
