@@ -8,15 +8,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.perturbations import Perturbation, get_perturbations
+from envs.perturbations import Perturbation, resolve
 from envs.rollout import PerturbedEpisode, Runner
 from policies.base import image_key
 
 STATE_KEYS = ("robot0_proprio-state", "object-state")
-
-
-def _resolve(task: str, perturbations: Sequence[Perturbation | str]) -> list[Perturbation]:
-    return [get_perturbations(task, [p])[0] if isinstance(p, str) else p for p in perturbations]
 
 
 class PerturbedTask(gym.Env):
@@ -32,7 +28,7 @@ class PerturbedTask(gym.Env):
     def __init__(self, task: str = "lift", perturbations: Sequence[Perturbation | str] = (), render_mode: str | None = "rgb_array"):
         self.runner = Runner(task)
         self.task = self.runner.task
-        self.perturbations = _resolve(self.task.name, perturbations)
+        self.perturbations = resolve(self.task.name, perturbations)
         self.render_mode = render_mode
         self.image_key = image_key(self.task.camera)
         state = self.runner.scene.reset(0)
@@ -58,7 +54,7 @@ class PerturbedTask(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if options and "perturbations" in options:
-            self.perturbations = _resolve(self.task.name, options["perturbations"])
+            self.perturbations = resolve(self.task.name, options["perturbations"])
         episode_seed = int(self.np_random.integers(2**31)) if seed is None else seed
         self._episode = self.runner.episode(self.perturbations, episode_seed, render_frames=True)
         return self._convert(self._episode.start()), {"perturbations": [p.name for p in self.perturbations]}

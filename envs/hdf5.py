@@ -94,7 +94,8 @@ class EpisodeWriter:
         """Rewrites mask/train and mask/valid over every demo in the file."""
         names = sorted(self.data, key=lambda n: int(n.split("_")[1]))
         order = np.random.default_rng(seed).permutation(len(names))
-        n_valid = int(round(valid_fraction * len(names))) if len(names) > 1 else 0
+        # At least one validation demo whenever a split is asked for and there are two or more demos.
+        n_valid = max(1, int(round(valid_fraction * len(names)))) if len(names) > 1 and valid_fraction > 0 else 0
         valid = sorted((names[i] for i in order[:n_valid]), key=lambda n: int(n.split("_")[1]))
         train = [n for n in names if n not in set(valid)]
         mask = self.file.require_group("mask")

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from envs.perturbations import Perturbation, get_perturbations, validate_composition
+from envs.perturbations import Perturbation, resolve, validate_composition
 from envs.render import CameraRenderer, RenderConfig
 from envs.scene import Scene, SimulationError
 from envs.tasks import TaskSpec, get_task
@@ -224,7 +224,5 @@ def rollout(
 ) -> Episode:
     """Runs `policy` for one episode of `task` under `perturbations` (objects or names)."""
     spec = get_task(task)
-    names = [p for p in perturbations if isinstance(p, str)]
-    resolved = iter(get_perturbations(spec, names)) if names else iter(())
-    chosen = [next(resolved) if isinstance(p, str) else p for p in perturbations]
+    chosen = resolve(spec, perturbations)
     return get_runner(spec.name).run(policy, chosen, seed=seed, monitor=monitor, record=record)

@@ -52,6 +52,18 @@ def _add_distractors(xml: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def import_robosuite():
+    """robosuite, imported without its import-time warnings (no private macro file, optional robot packages)
+    and with its logger quietened to errors: a FailScope user can act on neither."""
+    logging.disable(logging.WARNING)
+    try:
+        import robosuite
+    finally:
+        logging.disable(logging.NOTSET)
+    logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
+    return robosuite
+
+
 class SimulationError(RuntimeError):
     """The physics went unstable (NaN/inf state or a MuJoCo warning)."""
 
@@ -61,10 +73,8 @@ class Scene:
 
     def __init__(self, task: str | TaskSpec, seed: int = 0, visual_mesh_faces: int | None = 2000):
         """`visual_mesh_faces`: face budget of simplified visual meshes (see envs.meshes); None keeps robosuite's."""
-        import robosuite
-
+        robosuite = import_robosuite()
         self.task = get_task(task)
-        logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
         self.env = robosuite.make(
             self.task.env_name,
             robots=self.task.robot,

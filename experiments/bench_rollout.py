@@ -18,6 +18,7 @@ from rich.table import Table
 
 from envs.cli import parse_config
 from envs.rollout import Runner
+from envs.scene import import_robosuite
 from envs.tasks import get_task
 from policies.scripted import ScriptedExpert
 
@@ -30,8 +31,7 @@ class BenchConfig:
 
 
 def bench_stock(task_name: str, steps: int) -> float:
-    import robosuite
-
+    robosuite = import_robosuite()
     task = get_task(task_name)
     env = robosuite.make(
         task.env_name, robots=task.robot, has_renderer=False, has_offscreen_renderer=True, use_camera_obs=True,

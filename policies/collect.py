@@ -18,7 +18,6 @@ from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter
 from envs.rollout import get_runner
 from envs.tasks import get_task
-from policies.base import image_key
 from policies.scripted import ScriptedExpert
 
 DATASET_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object-state")
@@ -33,7 +32,7 @@ class CollectConfig:
     """Output file (default data/<task>_scripted.hdf5)."""
     noise: float = 0.1
     """Std of the noise on executed arm actions (0 = the clean expert)."""
-    yaw_jitter: float = 0.5
+    yaw_jitter: float = 0.785
     """Radians: the expert grasps at a random yaw offset up to this size (see ScriptedExpert)."""
     seed: int = 0
     """Seed of the first episode of a new file."""
@@ -45,7 +44,7 @@ class NoisyExpert:
 
     def __init__(self, expert: ScriptedExpert, noise: float, seed: int):
         self.expert, self.noise = expert, noise
-        self.obs_keys = expert.obs_keys + (image_key(expert.task.camera),)
+        self.obs_keys = expert.obs_keys
         self.action_dim = expert.action_dim
         self.rng = np.random.default_rng([seed, 31337])
         self.clean_actions: list[np.ndarray] = []

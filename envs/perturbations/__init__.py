@@ -16,7 +16,7 @@ from envs.tasks import TaskSpec, get_task
 
 __all__ = [
     "COLORS", "FAMILIES", "Perturbation", "get_family", "register_family",
-    "task_perturbations", "get_perturbations", "validate_composition",
+    "task_perturbations", "get_perturbations", "resolve", "validate_composition",
 ]
 
 
@@ -38,6 +38,13 @@ def get_perturbations(task: str | TaskSpec, names: str | Iterable[str]) -> list[
             f"valid: {', '.join(available)}"
         )
     return [available[n] for n in chosen]
+
+
+def resolve(task: str | TaskSpec, items: Iterable[Perturbation | str]) -> list[Perturbation]:
+    """Perturbation objects from a mix of objects and names (names looked up in the task's set)."""
+    items = list(items)
+    names = iter(get_perturbations(task, [p for p in items if isinstance(p, str)]))
+    return [next(names) if isinstance(p, str) else p for p in items]
 
 
 def validate_composition(task: str | TaskSpec, perturbations: Sequence[Perturbation]) -> None:
