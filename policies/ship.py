@@ -28,22 +28,40 @@ class ShipConfig:
     episodes: int = 50
 
 
+def describe_architecture(model: dict) -> str:
+    encoder = (
+        f"conv trunk {model['channels']} + spatial softmax ({model['keypoints']} keypoints), random "
+        f"{model['crop_size']}px crops, on the camera frame plus end-effector pose and gripper"
+    )
+    if model["arch"] == "bc_image":
+        return f"{encoder}; MLP {model['hidden']}"
+    if model["arch"] == "bc_rnn":
+        return f"{encoder}; GRU ({model['rnn_hidden']}) over {model['window']}-step windows; MLP {model['hidden']}"
+    return f"MLP {model['hidden']} on object state + proprioception (privileged state: sees no image)"
+
+
 def model_card(name: str, config: dict, success: float, episodes: int, demos: str) -> str:
     training = config["training"]
     model = config["model"]
-    train_args = " ".join(f"{k}={v}" for k, v in training["config"].items() if k in ("task", "arch", "epochs", "seed"))
+    keys = ("task", "arch", "epochs", "eval_every", "eval_episodes", "seed")
+    train_args = " ".join(f"{k}={training['config'][k]}" for k in keys)
+    sensitivity = (
+        "It sees no image, so visual perturbations should leave it alone; physical ones need not."
+        if model["arch"] == "bc_lowdim"
+        else "It was cloned from a scripted expert without visual augmentation beyond random crops, so colour, "
+        "lighting and camera changes are expected to hurt it."
+    )
     return f"""# {name}
 
 - **Task**: `{config['task']}` (robosuite, Panda, OSC_POSE deltas + gripper, 20 Hz), camera agentview {model['image_size']}×{model['image_size']}.
-- **Architecture**: `{model['arch']}` — conv trunk {model['channels']} + spatial softmax ({model['keypoints']} keypoints) + MLP {model['hidden']}, random {model['crop_size']}px crops; inputs: {"object state + proprioception" if model['arch'] == 'bc_lowdim' else "camera frame + end-effector pose + gripper"}.
+- **Architecture**: `{model['arch']}`: {describe_architecture(model)}.
 - **Data**: {demos}
 - **Training**: `python -m policies.train {train_args}` ({training['train_samples']} samples; best of the periodic
   rollout evaluations on seeds {training['eval_seeds']}: {training['eval_success']} at epoch {training['epoch']}).
 - **Measured nominal success**: **{success:.2f}** over {episodes} episodes, seeds 0..{episodes - 1}
   (`python -m policies.evaluate policy={name} episodes={episodes}`).
 - **Format**: `{WEIGHTS}` (safetensors) + `{CONFIG}`; loading executes no code.
-- **Intended use**: a policy under test for FailScope's failure search. It was cloned from a scripted expert without
-  visual augmentation beyond random crops, so colour, lighting and camera changes are expected to hurt it.
+- **Intended use**: a policy under test for FailScope's failure search. {sensitivity}
 """
 
 
