@@ -1,9 +1,16 @@
 """robosuite tasks, perturbations, the fast renderer and the rollout harness."""
 
+import contextlib
 import os
 
 # Headless software rendering; must be set before mujoco is first imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Mesa's software GL (llvmpipe) and triton (which torch imports lazily, e.g. from its optimizers) each bundle LLVM:
+# importing triton after any GL context exists crashes the process, importing it first is safe. Every FailScope path
+# to a GL context (ours or robosuite's own renderer) imports this package first.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 from gymnasium.envs.registration import register
 

@@ -34,15 +34,6 @@ class RenderConfig:
         return cls(shadows=True, reflections=True, msaa_samples=4, hide_collision_geoms=False, camera_sized_buffer=False)
 
 
-def _load_triton_before_gl() -> None:
-    """Mesa's software GL (llvmpipe) and triton (pulled in by torch's optimizers and compiler) each bundle LLVM;
-    importing triton after a Mesa context exists crashes the process, importing it first is safe."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        pass
-
-
 class CameraRenderer:
     """Renders one named camera of a live model into uint8 RGB images.
 
@@ -60,7 +51,6 @@ class CameraRenderer:
         config: RenderConfig = RenderConfig(),
     ):
         width = width or height
-        _load_triton_before_gl()
         self.camera = camera
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
             names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]

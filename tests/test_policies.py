@@ -99,3 +99,19 @@ def test_torchscript_adapter(tmp_path):
     policy, task = load_policy(str(path))
     obs = {"agentview_image": np.zeros((84, 84, 3), np.uint8), "robot0_eef_pos": np.zeros(3)}
     assert policy.act(obs).shape == (7,) and task.name == "lift"
+
+
+@pytest.mark.parametrize("name", ["lift_bc_image", "lift_bc_lowdim"])
+def test_shipped_checkpoints_load_and_act(name):
+    from envs.rollout import rollout
+    from policies.registry import CHECKPOINTS, policy_names
+
+    assert name in policy_names()
+    assert (CHECKPOINTS / name / "MODEL_CARD.md").is_file()
+    assert (CHECKPOINTS / name / "model.safetensors").stat().st_size < 10 * 2**20
+    policy, task = load_policy(name)
+    assert task.name == "lift"
+    episode = rollout(task, policy, seed=0)
+    assert episode.length > 0 and np.all(np.abs(episode.actions) <= 1.0)
+    measured = json.loads((CHECKPOINTS / name / "config.json").read_text())["measured"]
+    assert measured["episodes"] == 50 and measured["nominal_success"] >= 0.85
