@@ -1,0 +1,5 @@
+"""The failure search and everything a user reads: ranking, metrics, report, failure dataset."""
+
+from gymnasium.envs.registration import register
+
+register(id="failscope/Lift-Search-v0", entry_point="diagnosis.search_env:FailureSearchEnv", kwargs={"task": "lift"})

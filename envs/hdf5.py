@@ -57,14 +57,21 @@ class EpisodeWriter:
     def __len__(self) -> int:
         return len(self.data)
 
-    def write(self, episode: Episode, extras: Mapping[str, np.ndarray] | None = None, actions: np.ndarray | None = None) -> str:
-        """Stores one episode; `actions` overrides the executed ones (e.g. an expert's clean labels)."""
+    def write(
+        self,
+        episode: Episode,
+        extras: Mapping[str, np.ndarray] | None = None,
+        actions: np.ndarray | None = None,
+        attrs: Mapping[str, object] | None = None,
+    ) -> str:
+        """Stores one episode; `actions` overrides the executed ones (e.g. an expert's clean labels), `extras` are
+        per-step datasets (labels) and `attrs` per-episode attributes stored beside the standard ones."""
         name = f"demo_{len(self.data)}"
         group = self.data.create_group(name)
         steps = episode.length
         group.attrs.update(
             num_samples=steps, model_file=self.model_xml, seed=episode.seed, outcome=episode.outcome,
-            perturbations=json.dumps(list(episode.perturbations)),
+            perturbations=json.dumps(list(episode.perturbations)), **(attrs or {}),
         )
         group.create_dataset("actions", data=episode.actions if actions is None else actions)
         group.create_dataset("states", data=episode.states)

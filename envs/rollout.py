@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from envs.perturbations import Perturbation, resolve, validate_composition
+from envs.records import values_equal
 from envs.render import CameraRenderer, RenderConfig
 from envs.scene import Scene, SimulationError
 from envs.tasks import TaskSpec, get_task
@@ -31,9 +32,11 @@ class FrameMonitor(Protocol):
     def step(self, frame: np.ndarray) -> Any: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class Episode:
-    """Everything one rollout produced. Per-step arrays have one row per control step, taken before its action."""
+    """Everything one rollout produced. Per-step arrays have one row per control step, taken before its action.
+
+    Equal episodes have equal values (arrays compared element-wise); wall time does not count."""
 
     task: str
     seed: int
@@ -52,11 +55,14 @@ class Episode:
     """Camera frames (T, H, W, 3) uint8 upright, when recorded."""
     monitor_outputs: list[Any] = field(default_factory=list)
     error: str | None = None
-    wall_time: float = 0.0
+    wall_time: float = field(default=0.0, compare=False)
 
     @property
     def success(self) -> bool:
         return self.outcome == "success"
+
+    def __eq__(self, other: object) -> bool:
+        return values_equal(self, other)
 
 
 class PerturbedEpisode:

@@ -25,6 +25,17 @@ def policy_names() -> list[str]:
     return ["scripted", *shipped_checkpoints()]
 
 
+def default_policy(task: str | TaskSpec) -> str:
+    """The policy a diagnosis runs on when none is named: the task's shipped image policy."""
+    name = f"{get_task(task).name}_bc_image"
+    if name not in shipped_checkpoints():
+        raise ValueError(
+            f"task {get_task(task).name!r} has no shipped policy; name one (shipped: {', '.join(policy_names())}, "
+            "or a checkpoint path)"
+        )
+    return name
+
+
 def load_policy(name: str, task: str | TaskSpec | None = None) -> tuple[Policy, TaskSpec]:
     """Builds a policy and says which task it is for; a task that contradicts the policy's is an error."""
     from policies.adapters import load_adapter

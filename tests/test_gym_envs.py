@@ -4,19 +4,35 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs  # noqa: F401  (registers the ids)
+import dataclasses
+
+import diagnosis  # noqa: F401  (registers the search ids)
+import envs  # noqa: F401  (registers the task ids)
 from envs.tasks import get_task
+from fake_policies import BlueAverse
 
 FAILSCOPE_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("failscope/"))
 
 
+def fast_kwargs(env_id: str) -> dict:
+    """Search envs roll a policy out per step: check them with a fast policy, short horizon and few actions."""
+    if "-Search-" not in env_id:
+        return {}
+    task = dataclasses.replace(get_task(gym.spec(env_id).kwargs["task"]), horizon=40)
+    return {
+        "task": task, "policy": BlueAverse(task), "max_depth": 3, "record_frames": False,
+        "perturbations": ["table_color_blue", "cube_color_red", "cube_heavy"],
+    }
+
+
 def test_every_task_is_registered():
     assert {"failscope/Lift-v0", "failscope/Can-v0", "failscope/Square-v0", "failscope/Stack-v0"} <= set(FAILSCOPE_IDS)
+    assert "failscope/Lift-Search-v0" in FAILSCOPE_IDS
 
 
 @pytest.mark.parametrize("env_id", FAILSCOPE_IDS)
 def test_check_env(env_id):
-    env = gym.make(env_id)
+    env = gym.make(env_id, **fast_kwargs(env_id))
     check_env(env.unwrapped, skip_render_check=False)
     sb3_check_env(env.unwrapped, warn=False)
     env.close()

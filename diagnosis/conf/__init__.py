@@ -1,0 +1,1 @@
+"""Hydra configuration of `python -m diagnosis.search` (groups: task, policy, search, monitor)."""

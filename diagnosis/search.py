@@ -1,0 +1,168 @@
+"""`python -m diagnosis.search task=lift`: rank the perturbations that make a policy fail.
+
+Hydra composes `diagnosis/conf/config.yaml` with one choice per group — task, policy, search (ppo | a2c | uniform |
+random | thompson), monitor — and `key=value` overrides (`search.total_rollouts=200`). Everything is checked before
+the first rollout: names against their registries, the ground-truth file against the task and policy, the output
+directory for writing. Then the runtime monitor is fitted (or loaded from its cache), the search runs, and the run
+directory gets summary.json, the ranking table, radar.png, report.html and failures.hdf5 (see diagnosis.search_run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from diagnosis.bandits import BANDITS
+from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
+from diagnosis.methods import METHODS
+from diagnosis.search_env import OUTCOME_SOURCES, SearchRewards
+from diagnosis.search_run import EnvSpec, SearchRun
+from envs.perturbations import get_perturbations, task_perturbations
+from envs.tasks import TaskSpec, get_task
+
+CONFIG_FILE = "config.yaml"
+
+# A resumed run writes into the directory it continues, not into a new one.
+OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh, replace=True)
+
+
+def resolve_task(task: DictConfig) -> TaskSpec:
+    spec = get_task(task.name)
+    return dataclasses.replace(spec, horizon=int(task.horizon)) if task.horizon else spec
+
+
+def resolve_policy(cfg: DictConfig, task: TaskSpec) -> str:
+    """The policy under test: the chosen one or the task's shipped default; loading it checks it fits the task."""
+    from policies.registry import default_policy, load_policy
+
+    name = cfg.policy.name or default_policy(task)
+    load_policy(name, task)
+    return str(name)
+
+
+def resolve_candidates(cfg: DictConfig, task: TaskSpec) -> tuple[str, ...]:
+    names = list(cfg.task.perturbations) if cfg.task.perturbations else list(task_perturbations(task))
+    get_perturbations(task, names + list(cfg.task.exclude))  # unknown names → error listing the valid ones
+    return tuple(n for n in names if n not in set(cfg.task.exclude))
+
+
+def resolve_ground_truth(cfg: DictConfig, task: TaskSpec, policy: str) -> GroundTruth | None:
+    choice = str(cfg.ground_truth)
+    if choice == "none":
+        return None
+    if choice == "auto":
+        path = default_ground_truth_path(policy)
+        return load_ground_truth(path, task.name, policy) if path.is_file() else None
+    return load_ground_truth(choice, task.name, policy)
+
+
+def check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"cannot write to the output directory {directory}: {exc.strerror}") from None
+
+
+def build_monitor_factory(cfg: DictConfig, task: TaskSpec, policy: str, seed: int):
+    """The monitor as a factory workers call (it loads a fitted, cached monitor), or None for monitor=none."""
+    if cfg.monitor.method == "none":
+        return None
+    from monitor.build import monitor_factory
+
+    return monitor_factory(cfg.monitor, task, policy, seed)
+
+
+def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
+    """Checks the whole configuration, then fits the monitor; raises ValueError/FileNotFoundError on bad input."""
+    search = cfg.search
+    if search.method not in METHODS:
+        raise ValueError(f"unknown search method {search.method!r}; valid: {', '.join(METHODS)}")
+    if search.outcome not in OUTCOME_SOURCES:
+        raise ValueError(f"unknown search.outcome {search.outcome!r}; valid: {', '.join(OUTCOME_SOURCES)}")
+    if search.outcome != "sim" and cfg.monitor.method == "none":
+        raise ValueError(f"search.outcome={search.outcome} needs a monitor; monitor=none gives none")
+    for key in ("total_rollouts", "n_envs", "max_depth", "checkpoint_every", "ranking_states"):
+        if int(search[key]) < 1:
+            raise ValueError(f"search.{key} must be >= 1, got {search[key]}")
+    task = resolve_task(cfg.task)
+    policy = resolve_policy(cfg, task)
+    candidates = resolve_candidates(cfg, task)
+    if search.method == "uniform" and search.total_rollouts < len(candidates):
+        raise ValueError(
+            f"search=uniform needs at least one rollout per perturbation: total_rollouts={search.total_rollouts} < "
+            f"{len(candidates)} perturbations"
+        )
+    ground_truth = resolve_ground_truth(cfg, task, policy)
+    check_writable(run_dir)
+    hyperparameters = OmegaConf.to_container(search.hyperparameters, resolve=True)
+    max_depth = 1 if search.method in BANDITS else int(search.max_depth)
+    spec = EnvSpec(
+        task=task, policy=policy, candidates=candidates,
+        monitor=build_monitor_factory(cfg, task, policy, int(cfg.seed)),
+        outcome=str(search.outcome), max_depth=max_depth,
+        rewards=SearchRewards(float(search.c_fail), float(search.c_success), float(search.repeat_penalty)),
+        observe_applied=bool(search.observe_applied),
+    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return SearchRun(
+        run_dir, config, spec, str(search.method), hyperparameters, int(search.total_rollouts), int(search.n_envs),
+        int(cfg.seed), int(search.ranking_states), int(search.checkpoint_every), ground_truth,
+    )
+
+
+def load_resumed(cfg: DictConfig) -> DictConfig:
+    """A resumed run continues with the configuration it was started with (a larger budget may be given)."""
+    run_dir = Path(cfg.search.resume)
+    stored = run_dir / CONFIG_FILE
+    if not stored.is_file():
+        raise ValueError(f"search.resume={run_dir}: no {CONFIG_FILE} there; is it a FailScope run directory?")
+    resumed = OmegaConf.load(stored)
+    overrides = HydraConfig.get().overrides.task
+    if any(o.startswith("search.total_rollouts=") for o in overrides):
+        resumed.search.total_rollouts = cfg.search.total_rollouts
+    resumed.search.resume = str(run_dir)
+    return resumed
+
+
+def execute(cfg: DictConfig, run_dir: Path, run: SearchRun) -> dict:
+    """Searches and reports; returns the summary (also in run_dir/summary.json)."""
+    from diagnosis.report import write_report
+
+    if not (run_dir / CONFIG_FILE).exists():
+        OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
+    summary = run.run()
+    write_report(run_dir, summary, top_k=int(cfg.report.top_k), videos=bool(cfg.report.videos))
+    return summary
+
+
+def run_search(cfg: DictConfig, run_dir: Path) -> dict:
+    """The whole job for a composed configuration (what the CLI runs, callable from Python)."""
+    return execute(cfg, run_dir, prepare(cfg, run_dir))
+
+
+@hydra.main(config_path="conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    try:
+        if cfg.search.resume:
+            cfg = load_resumed(cfg)
+            run_dir = Path(cfg.search.resume)
+        else:
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+        run = prepare(cfg, run_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")
+    execute(cfg, run_dir, run)
+    print(f"report: {run_dir / 'report.html'}")
+    print(f"summary: {run_dir / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+
+from diagnosis.bandits import RandomAllocation, ThompsonSampling, UniformAllocation
+from diagnosis.evaluation import compare, load_ground_truth, significant_pairs, top_k_recall
+from diagnosis.ranking import Ranking
+
+
+def write_truth(path, rates, episodes=20, task="lift", policy="p"):
+    from experiments.ground_truth import entry
+
+    rows = [entry(name, name, "f", [i < round(rate * episodes) for i in range(episodes)]) for name, rate in rates.items()]
+    path.write_text(json.dumps({"task": task, "policy": policy, "episodes": episodes, "perturbations": rows}))
+    return path
+
+
+def test_metrics_of_a_peaked_and_a_flat_ranking():
+    peaked = Ranking(("a", "b", "c", "d"), np.array([1.0, 0.0, 0.0, 0.0]))
+    assert peaked.entropy() == 0 and peaked.severity_index() == 1.0 and peaked.failure_modes() == ["a"]
+    flat = Ranking(("a", "b", "c", "d"), np.full(4, 0.3))
+    assert flat.entropy() == pytest.approx(np.log(4)) and flat.severity_index() == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
+    assert flat.failure_modes() == []  # nothing is more failure-prone than uniform
+    assert Ranking(("a", "b"), np.array([0.2, 0.6])).probabilities == pytest.approx([0.25, 0.75])
+
+
+def test_bad_rankings_are_refused():
+    with pytest.raises(ValueError, match="2 names but 1 scores"):
+        Ranking(("a", "b"), np.array([1.0]))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        Ranking(("a",), np.array([np.nan]))
+
+
+def test_pairwise_accuracy_counts_only_significant_pairs(tmp_path):
+    truth = load_ground_truth(write_truth(tmp_path / "gt.json", {"a": 0.0, "b": 0.05, "c": 0.9, "d": 1.0}))
+    assert set(significant_pairs(truth, ["a", "b", "c", "d"])) == {("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")}
+    right = Ranking(("a", "b", "c", "d"), np.array([0.4, 0.3, 0.2, 0.1]))
+    assert compare(right, truth)["pairwise_accuracy"] == 1.0
+    # Swapping a and b (not significantly different) costs nothing; swapping b and c costs one pair of four.
+    assert compare(Ranking(("a", "b", "c", "d"), np.array([0.3, 0.4, 0.2, 0.1])), truth)["pairwise_accuracy"] == 1.0
+    result = compare(Ranking(("a", "b", "c", "d"), np.array([0.4, 0.2, 0.3, 0.1])), truth)
+    assert result["pairwise_accuracy"] == 0.75 and result["significant_pairs"] == 4
+    tied = compare(Ranking(("a", "b", "c", "d"), np.full(4, 0.25)), truth)
+    assert tied["pairwise_accuracy"] == 0.5  # ties count half
+    assert compare(right, truth)["kendall_tau"] > 0.9
+
+
+def test_top_k_recall_counts_ties_at_the_boundary_as_truly_worst(tmp_path):
+    truth = load_ground_truth(write_truth(tmp_path / "gt.json", {"a": 0.0, "b": 0.0, "c": 0.0, "d": 1.0}))
+    assert top_k_recall(Ranking(("a", "b", "c", "d"), np.array([0.1, 0.2, 0.3, 0.4])), truth, 2) == 0.5
+    assert top_k_recall(Ranking(("a", "b", "c", "d"), np.array([0.1, 0.4, 0.3, 0.2])), truth, 2) == 1.0
+
+
+def test_ground_truth_for_another_policy_is_an_error(tmp_path):
+    path = write_truth(tmp_path / "gt.json", {"a": 0.0, "b": 1.0}, policy="lift_bc_lowdim")
+    with pytest.raises(ValueError, match="policy 'lift_bc_lowdim', not 'lift_bc_image'"):
+        load_ground_truth(path, "lift", "lift_bc_image")
+
+
+def test_uniform_cycles_and_bandits_rank_by_posterior_mean():
+    bandit = UniformAllocation(arms=3)
+    pulled = []
+    for _ in range(3):
+        arms = bandit.select(2)
+        pulled += arms.tolist()
+        for arm in arms:
+            bandit.update(int(arm), failed=arm == 0)
+    assert pulled == [0, 1, 2, 0, 1, 2]
+    assert bandit.posterior_mean() == pytest.approx([3 / 4, 1 / 4, 1 / 4])
+
+
+def test_thompson_concentrates_on_the_failing_arm():
+    rng = np.random.default_rng(0)
+    truth = np.array([0.9, 0.1, 0.1, 0.1])
+    thompson, random = ThompsonSampling(arms=4, seed=0), RandomAllocation(arms=4, seed=0)
+    for bandit in (thompson, random):
+        for _ in range(100):
+            arm = int(bandit.select(1)[0])
+            bandit.update(arm, bool(rng.random() < truth[arm]))
+    assert thompson.pulls[0] > 60 and random.pulls[0] < 40
+    assert np.argmax(thompson.posterior_mean()) == 0

@@ -1,0 +1,140 @@
+"""The search end to end: every method on a tiny budget, bad input, Ctrl-C and resume, the failure dataset."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from diagnosis.dataset import read_rollouts, restore_first_state
+from diagnosis.search import prepare, run_search
+from envs.rollout import Runner
+
+FAKE = "tests.fake_policies:BlueAverse"  # scripted expert that freezes in a blue scene: fast and predictable
+CANDIDATES = "[table_color_blue,light_color_blue,cube_color_red,cube_heavy]"
+TINY = [
+    f"policy.name={FAKE}", "task.horizon=40", f"task.perturbations={CANDIDATES}", "monitor=none",
+    "report.top_k=2", "report.videos=false", "search.n_envs=1",
+]
+
+
+def config(*overrides):
+    with initialize_config_module("diagnosis.conf", version_base=None):
+        return compose("config", overrides=[*TINY, *overrides])
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "diagnosis.search", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parent.parent, **kwargs,
+    )
+
+
+@pytest.mark.parametrize("method", ["a2c", "uniform", "random", "thompson"])
+def test_every_method_ranks_and_reports(tmp_path, method):
+    extra = ["search.hyperparameters.n_steps=4"] if method == "a2c" else []
+    summary = run_search(config(f"search={method}", "search.total_rollouts=4", *extra), tmp_path)
+    assert summary["status"] == "complete" and summary["budget"]["rollouts_done"] == 4
+    ranking = summary["ranking"]
+    assert sorted(r["perturbation"] for r in ranking) == sorted(CANDIDATES.strip("[]").split(","))
+    assert sum(r["probability"] for r in ranking) == pytest.approx(1.0)
+    for name in ("summary.json", "radar.png", "report.html", "failures.hdf5", "config.yaml"):
+        assert (tmp_path / name).is_file(), name
+    assert len(read_rollouts(tmp_path / "failures.hdf5")) == 4
+    if method == "uniform":  # one rollout each: the blue scenes failed, the others did not
+        failed = {r["perturbation"] for r in ranking if r["failed_alone"]}
+        assert failed == {"table_color_blue", "light_color_blue"}
+        assert {r["perturbation"] for r in ranking[:2]} == failed
+
+
+def test_default_cli_with_parallel_workers_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        *TINY[:-1], "search.n_envs=2", "search.total_rollouts=8", "search.hyperparameters.n_steps=2",
+        "search.hyperparameters.batch_size=4", f"hydra.run.dir={out}",
+    )
+    stdout, stderr = result.communicate(timeout=600)
+    assert result.returncode == 0, stderr
+    assert stdout.strip().splitlines()[-1] == f"summary: {out / 'summary.json'}"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "ppo" and summary["budget"]["rollouts_done"] == 8
+    assert "failure modes of tests.fake_policies:BlueAverse" in stdout
+    assert any((out / "tensorboard").rglob("events.*"))
+    assert "<video" not in (out / "report.html").read_text()  # report.videos=false
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["search.method=annealing"], "valid: ppo, a2c, uniform, random, thompson"),
+        (["task.perturbations=[cube_colour_red]"], "unknown perturbation(s) cube_colour_red"),
+        (["search=uniform", "search.total_rollouts=3"], "total_rollouts=3 < 4 perturbations"),
+        (["policy.name=nope"], "valid policies: scripted"),
+        (["ground_truth=experiments/results/ground_truth_lift_bc_image.json"], "not 'tests.fake_policies:BlueAverse'"),
+        (["search.outcome=monitor"], "needs a monitor"),
+    ],
+)
+def test_bad_input_is_refused_before_any_rollout(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        prepare(config(*overrides), tmp_path)
+    assert not (tmp_path / "failures.hdf5").exists()
+
+
+def test_unwritable_output_directory_is_an_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cannot write to the output directory"):
+        prepare(config(), blocker / "run")
+
+
+def test_cli_lists_the_valid_search_methods():
+    result = run_cli("search=annealing", "monitor=none")
+    _, stderr = result.communicate(timeout=120)
+    assert result.returncode != 0 and "ppo" in stderr and "thompson" in stderr
+
+
+def test_interrupt_keeps_finished_rollouts_and_resume_completes(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, "search.total_rollouts=12", "search.checkpoint_every=2", "search.hyperparameters.n_steps=4",
+            "search.hyperparameters.batch_size=4"]
+    process = run_cli(*args, f"hydra.run.dir={out}")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        state = out / "state.json"
+        if state.exists() and json.loads(state.read_text())["rollouts"] >= 4:
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    done = summary["budget"]["rollouts_done"]
+    assert summary["status"] == "interrupted" and 4 <= done < 12
+    assert len(read_rollouts(out / "failures.hdf5")) == done
+    resumed = run_cli(f"search.resume={out}")
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["budget"]["rollouts_done"] == 12
+    steps = [r["search_step"] for r in read_rollouts(out / "failures.hdf5")]
+    assert steps == list(range(1, 13))
+
+
+def test_failure_dataset_round_trip_replays_first_state(tmp_path):
+    cfg = config("search=uniform", "search.total_rollouts=2", "task.perturbations=[cube_color_red,cube_offset_far]")
+    run_search(cfg, tmp_path)
+    runner = Runner(prepare(cfg, tmp_path / "again").spec.task)
+    with h5py.File(tmp_path / "failures.hdf5", "r") as file:
+        assert json.loads(file["data"].attrs["candidates"]) == ["cube_color_red", "cube_offset_far"]
+        for name in ("demo_0", "demo_1"):
+            demo = file["data"][name]
+            assert "<mujoco" in demo.attrs["model_file"] and demo["actions"].shape == (demo.attrs["num_samples"], 7)
+            frame = restore_first_state(runner, demo)
+            np.testing.assert_array_equal(frame, demo["obs/agentview_image"][0])
+    runner.close()
