@@ -134,6 +134,8 @@ class SearchRun:
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {"rollouts": 0, "wall_time_s": 0.0}
         self.done = int(self.state["rollouts"])
         self.counts = PerturbationCounts(self.names)
+        self.curve: list[dict[str, float]] = self.state.get("curve", [])
+        """Ranking metrics as the search went on (every few rollouts): how fast it converged."""
         self.failures_found = 0
         if (run_dir / "failures.hdf5").exists():
             # Counts come from the dataset itself, so they always match the rollouts that were kept.
@@ -192,7 +194,9 @@ class SearchRun:
             ranking = self.ranking()
             top = ", ".join(ranking.top(3))
             self.progress.update(self.bar, completed=self.done, info=f"failures {self.failures_found} | top: {top}")
-            for key, value in self._metrics(ranking).items():
+            metrics = self._metrics(ranking)
+            self.curve.append({"rollouts": self.done, **metrics})
+            for key, value in metrics.items():
                 self.tensorboard.add_scalar(f"ranking/{key}", value, self.done)
         else:
             self.progress.update(self.bar, completed=self.done)
@@ -222,7 +226,7 @@ class SearchRun:
         directory = self.run_dir / "checkpoint"
         directory.mkdir(exist_ok=True)
         self.method.save(directory)
-        self.state.update(rollouts=self.done, status=status)
+        self.state.update(rollouts=self.done, status=status, curve=self.curve)
         (self.run_dir / "state.json").write_text(json.dumps(self.state, indent=1))
 
     def _summary(self, status: str) -> dict[str, Any]:
@@ -243,6 +247,7 @@ class SearchRun:
             "ranking": rows,
             "metrics": ranking.metrics(),
             "ground_truth": None,
+            "curve": self.curve,
             "config": self.config,
         }
         if self.ground_truth is not None:

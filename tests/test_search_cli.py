@@ -138,3 +138,19 @@ def test_failure_dataset_round_trip_replays_first_state(tmp_path):
             frame = restore_first_state(runner, demo)
             np.testing.assert_array_equal(frame, demo["obs/agentview_image"][0])
     runner.close()
+
+
+def test_evaluate_cli_compares_a_run_with_ground_truth(tmp_path):
+    from test_ranking import write_truth
+
+    run_search(config("search=uniform", "search.total_rollouts=4"), tmp_path)
+    truth = write_truth(
+        tmp_path / "truth.json",
+        {"table_color_blue": 0.0, "light_color_blue": 0.0, "cube_color_red": 1.0, "cube_heavy": 1.0}, policy=FAKE,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "diagnosis.evaluate", f"run={tmp_path}", f"ground_truth={truth}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "pairwise_accuracy: 1.000"
