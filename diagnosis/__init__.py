@@ -3,3 +3,4 @@
 from gymnasium.envs.registration import register
 
 register(id="failscope/Lift-Search-v0", entry_point="diagnosis.search_env:FailureSearchEnv", kwargs={"task": "lift"})
+register(id="failscope/Can-Search-v0", entry_point="diagnosis.search_env:FailureSearchEnv", kwargs={"task": "can"})

@@ -33,7 +33,8 @@ class CollectConfig:
     noise: float = 0.1
     """Std of the noise on executed arm actions (0 = the clean expert)."""
     yaw_jitter: float = 0.785
-    """Radians: the expert grasps at a random yaw offset up to this size (see ScriptedExpert)."""
+    """Radians: the expert grasps at a random yaw offset up to this size (see ScriptedExpert; round objects such as
+    the can are always grasped at the hand's starting yaw)."""
     seed: int = 0
     """Seed of the first episode of a new file."""
     valid_fraction: float = 0.1

@@ -34,15 +34,20 @@ class ExpertPlan:
     """Observation prefix of a place target that moves (stacking on another object)."""
     place_height: float = 0.0
     """Release height above the place point (m)."""
-    yaw_symmetry: float = np.pi / 2
-    """The object looks the same after turning by this angle (cube: 90°); grasp yaw is chosen modulo it."""
+    yaw_symmetry: float | None = np.pi / 2
+    """The object looks the same after turning by this angle (cube: 90°); grasp yaw is chosen modulo it. None: a
+    round object (the can): the hand holds its starting yaw, because any yaw grasps it and a cloned policy cannot
+    see the object's yaw well enough to copy turns that follow it."""
+    grasp_tolerance: float = 0.008
+    """Close once the hand is this near the grasp point (m). Where the hand stalls short of it, the 40-step
+    fallback makes the close time unobservable, and cloned policies then hover and never close."""
 
 
 PLANS: dict[str, ExpertPlan] = {
     "lift": ExpertPlan(object_key="cube", grasp_height=-0.002),
     "can": ExpertPlan(
         object_key="Can", grasp_height=0.0, lift=0.17, place_xy=(0.1975, 0.4025), place_height=0.12,
-        yaw_symmetry=np.pi / 2,
+        yaw_symmetry=None, grasp_tolerance=0.015,
     ),
     "stack": ExpertPlan(object_key="cubeA", grasp_height=-0.002, lift=0.1, place_key="cubeB", place_height=0.055),
 }
@@ -65,7 +70,7 @@ class ScriptedExpert:
 
     def __init__(self, task: str | TaskSpec, gain: float = 1.0, yaw_jitter: float = 0.0, seed: int = 0):
         """`yaw_jitter` (radians): each episode grasps at a random yaw offset up to this size, so that cloned
-        policies see (and learn to lift from) imperfect grasps; 0 is the clean expert."""
+        policies see (and learn to lift from) imperfect grasps; 0 is the clean expert. Round objects ignore it."""
         self.task = get_task(task)
         self.yaw_jitter = yaw_jitter
         self.rng = np.random.default_rng([seed, 4242])
@@ -84,6 +89,7 @@ class ScriptedExpert:
         self.phase_steps = 0
         self.grasp_pos: np.ndarray | None = None
         self.grasp_yaw = 0.0
+        self.start_yaw: float | None = None
         self.yaw_offset = self.rng.uniform(-self.yaw_jitter, self.yaw_jitter) if self.yaw_jitter else 0.0
 
     def _goto(self, phase: str) -> None:
@@ -102,7 +108,12 @@ class ScriptedExpert:
         eef_yaw = float(np.arctan2(2 * (x * y + w * z), 1 - 2 * (y * y + z * z)))
         obj = np.asarray(obs[f"{plan.object_key}_pos"], dtype=float)
         obj_yaw = yaw_of_quat_xyzw(np.asarray(obs[f"{plan.object_key}_quat"]))
-        yaw_target = eef_yaw + wrap(obj_yaw + self.yaw_offset - eef_yaw, plan.yaw_symmetry)
+        if plan.yaw_symmetry is None:
+            if self.start_yaw is None:
+                self.start_yaw = eef_yaw
+            yaw_target = self.start_yaw
+        else:
+            yaw_target = eef_yaw + wrap(obj_yaw + self.yaw_offset - eef_yaw, plan.yaw_symmetry)
         self.phase_steps += 1
         grasp_point = obj + [0.0, 0.0, plan.grasp_height]
 
@@ -113,7 +124,7 @@ class ScriptedExpert:
                 self._goto("descend")
             return self._action(eef, eef_yaw, target, yaw_target, -1.0)
         if self.phase == "descend":
-            if np.linalg.norm(grasp_point - eef) < 0.008 or self.phase_steps > 40:
+            if np.linalg.norm(grasp_point - eef) < plan.grasp_tolerance or self.phase_steps > 40:
                 self.grasp_pos, self.grasp_yaw = grasp_point.copy(), yaw_target
                 self._goto("close")
             return self._action(eef, eef_yaw, grasp_point, yaw_target, -1.0)

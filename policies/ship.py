@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
@@ -17,6 +17,12 @@ from envs.cli import parse_config
 from policies.checkpoint import CONFIG, WEIGHTS
 from policies.evaluate import EvaluateConfig, evaluate
 from policies.registry import CHECKPOINTS
+from policies.scripted import PLANS
+from policies.train import TrainConfig
+
+CARD_TRAIN_KEYS = ("task", "arch", "epochs", "eval_every", "eval_episodes", "seed")
+UNLEARNED_TRAIN_KEYS = ("out",)
+"""Training arguments that do not change the weights, left out of the card's command."""
 
 
 @dataclass
@@ -40,11 +46,23 @@ def describe_architecture(model: dict) -> str:
     return f"MLP {model['hidden']} on object state + proprioception (privileged state: sees no image)"
 
 
+def train_arguments(train_config: dict) -> str:
+    """The `policies.train` arguments of a run: the usual ones, plus every other one it changed, so the card's
+    command reproduces it."""
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    changed = [
+        k for k, v in train_config.items()
+        if k not in (*CARD_TRAIN_KEYS, *UNLEARNED_TRAIN_KEYS) and k in defaults and v != defaults[k]
+    ]
+    values = {k: train_config[k] for k in (*CARD_TRAIN_KEYS, *changed)}
+    as_text = {k: json.dumps(v, separators=(",", ":")) if isinstance(v, list) else v for k, v in values.items()}
+    return " ".join(f"{k}={v}" for k, v in as_text.items())
+
+
 def model_card(name: str, config: dict, success: float, episodes: int, demos: str) -> str:
     training = config["training"]
     model = config["model"]
-    keys = ("task", "arch", "epochs", "eval_every", "eval_episodes", "seed")
-    train_args = " ".join(f"{k}={training['config'][k]}" for k in keys)
+    train_args = train_arguments(training["config"])
     sensitivity = (
         "It sees no image, so visual perturbations should leave it alone; physical ones need not."
         if model["arch"] == "bc_lowdim"
@@ -80,10 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     data = checkpoint_config["training"]["data"]
     demos = data
     if Path(data).is_file():
+        task = checkpoint_config["task"]
+        round_object = task in PLANS and PLANS[task].yaw_symmetry is None
+        grasps = "grasps at a fixed yaw (round object)" if round_object else "yaw-jittered grasps"
         with h5py.File(data, "r") as file:
             demos = (
                 f"{len(file['data'])} scripted-expert demonstrations (`python -m policies.collect "
-                f"task={checkpoint_config['task']} episodes={len(file['data'])}`: DART action noise, yaw-jittered grasps)"
+                f"task={task} episodes={len(file['data'])}`: DART action noise, {grasps})"
             )
     checkpoint_config["measured"] = {"nominal_success": success, "episodes": len(episodes), "seeds": [0, len(episodes) - 1]}
     (target / CONFIG).write_text(json.dumps(checkpoint_config, indent=2))

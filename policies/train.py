@@ -50,6 +50,10 @@ class TrainConfig:
     """bc_rnn training sequence length."""
     max_demos: int = 0
     """Use only the first N training demos (0 = all)."""
+    channels: tuple[int, ...] = (32, 64, 64)
+    """Conv widths of the image encoder (narrower trains faster on a CPU)."""
+    keypoints: int = 32
+    """Spatial-softmax keypoints of the image encoder."""
 
 
 @dataclass
@@ -138,7 +142,8 @@ class Trainer:
         )
         self.model_config = ModelConfig(
             arch=config.arch, image_size=self.task.image_size, crop_size=self.task.image_size - 8,
-            state_dim=self.train.state.shape[1], window=config.window,
+            state_dim=self.train.state.shape[1], window=config.window, channels=tuple(config.channels),
+            keypoints=config.keypoints,
         )
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)

@@ -115,3 +115,27 @@ def test_shipped_checkpoints_load_and_act(name):
     assert episode.length > 0 and np.all(np.abs(episode.actions) <= 1.0)
     measured = json.loads((CHECKPOINTS / name / "config.json").read_text())["measured"]
     assert measured["episodes"] == 50 and measured["nominal_success"] >= 0.85
+
+
+def test_shipped_can_policy_reads_the_camera_and_acts():
+    """A can episode runs up to 400 steps, so a few actions on real observations stand in for a rollout."""
+    from envs.rollout import get_runner
+    from policies.learned import PROPRIO_KEYS
+    from policies.registry import CHECKPOINTS
+
+    name = "can_bc_image"
+    assert (CHECKPOINTS / name / "MODEL_CARD.md").is_file()
+    assert (CHECKPOINTS / name / "model.safetensors").stat().st_size < 10 * 2**20
+    policy, task = load_policy(name)
+    assert task.name == "can" and policy.obs_keys == (*PROPRIO_KEYS, "agentview_image")
+    episode = get_runner("can").episode([], seed=0, render_frames=True)
+    obs = episode.start()
+    policy.reset()
+    for _ in range(3):
+        action = policy.act(obs)
+        assert action.shape == (7,) and np.all(np.abs(action) <= 1.0)
+        blind = policy.act({**obs, "agentview_image": np.zeros_like(obs["agentview_image"])})
+        assert not np.allclose(action, blind), "the action ignores the camera image"
+        obs, _ = episode.step(action)
+    measured = json.loads((CHECKPOINTS / name / "config.json").read_text())["measured"]
+    assert measured["episodes"] == 50 and measured["nominal_success"] >= 0.70
