@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -24,8 +25,10 @@ from diagnosis.search_env import OUTCOME_SOURCES, SearchRewards
 from diagnosis.search_run import EnvSpec, SearchRun
 from envs.perturbations import get_perturbations, task_perturbations
 from envs.tasks import TaskSpec, get_task
+from monitor.base import Monitor
 
 CONFIG_FILE = "config.yaml"
+MONITORS = ("fidel",)
 
 # A resumed run writes into the directory it continues, not into a new one.
 OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh, replace=True)
@@ -71,13 +74,31 @@ def check_writable(directory: Path) -> None:
         raise ValueError(f"cannot write to the output directory {directory}: {exc.strerror}") from None
 
 
-def build_monitor_factory(cfg: DictConfig, task: TaskSpec, policy: str, seed: int):
-    """The monitor as a factory workers call (it loads a fitted, cached monitor), or None for monitor=none."""
+def build_monitor_factory(cfg: DictConfig, task: TaskSpec, policy: str) -> Callable[[], Monitor] | None:
+    """The monitor as a factory that workers call, or None for monitor=none.
+
+    The monitor is fitted (or loaded from its cache) here, once, with a progress bar; workers then load the cached
+    copy in about a second instead of each fitting their own.
+    """
     if cfg.monitor.method == "none":
         return None
-    from monitor.build import monitor_factory
+    if cfg.monitor.method not in MONITORS:
+        raise ValueError(f"unknown monitor {cfg.monitor.method!r}; valid: none, {', '.join(MONITORS)}")
+    from monitor.build import MonitorRecipe
+    from monitor.fidel import FidelConfig
 
-    return monitor_factory(cfg.monitor, task, policy, seed)
+    settings = cfg.monitor
+    config = FidelConfig(
+        alpha=float(settings.alpha), thresholding=str(settings.thresholding),
+        window=None if settings.window is None else int(settings.window),
+        patch_fraction=float(settings.patch_fraction),
+    )  # fmt: skip
+    recipe = MonitorRecipe(
+        task.name, policy, episodes=int(settings.episodes), seed=int(settings.nominal_seed), config=config,
+        semantic=str(settings.semantic), semantic_options=OmegaConf.to_container(settings.semantic_options),
+    )  # fmt: skip
+    recipe()
+    return recipe
 
 
 def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
@@ -106,7 +127,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     max_depth = 1 if search.method in BANDITS else int(search.max_depth)
     spec = EnvSpec(
         task=task, policy=policy, candidates=candidates,
-        monitor=build_monitor_factory(cfg, task, policy, int(cfg.seed)),
+        monitor=build_monitor_factory(cfg, task, policy),
         outcome=str(search.outcome), max_depth=max_depth,
         rewards=SearchRewards(float(search.c_fail), float(search.c_success), float(search.repeat_penalty)),
         observe_applied=bool(search.observe_applied),

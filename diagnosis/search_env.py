@@ -61,7 +61,8 @@ class FailureSearchEnv(gym.Env):
     """Discrete failure search over a task's perturbations; see the module docstring.
 
     `info` of every step carries the rollout: outcome, length, perturbations, seed, the monitor's summary, and the
-    `Episode` itself under "rollout" (frames included when `record_frames`), which the search writes to its failure dataset.
+    `Episode` itself under "rollout" (frames included when `record_frames`), which the search writes to its failure
+    dataset.
     """
 
     metadata = {"render_modes": ["rgb_array"]}

@@ -133,6 +133,9 @@ class SearchRun:
         state_path = run_dir / "state.json"
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {"rollouts": 0, "wall_time_s": 0.0}
         self.done = int(self.state["rollouts"])
+        self.wall_before = float(self.state["wall_time_s"])
+        """Seconds spent by earlier sessions of this run (resume); checkpoints add this session's."""
+        self.started = time.perf_counter()
         self.counts = PerturbationCounts(self.names)
         self.curve: list[dict[str, float]] = self.state.get("curve", [])
         """Ranking metrics as the search went on (every few rollouts): how fast it converged."""
@@ -145,7 +148,7 @@ class SearchRun:
 
     # --------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
-        started = time.perf_counter()
+        self.started = time.perf_counter()
         status = "complete"
         envs = make_vec_env(self.spec, self.n_envs)
         try:
@@ -166,7 +169,6 @@ class SearchRun:
             except KeyboardInterrupt:
                 status = "interrupted"
                 self.console.print(f"[yellow]interrupted after {self.done} rollouts; writing what was found[/]")
-            self.state["wall_time_s"] += time.perf_counter() - started
             self._checkpoint(status)
             summary = self._summary(status)
         finally:
@@ -226,7 +228,8 @@ class SearchRun:
         directory = self.run_dir / "checkpoint"
         directory.mkdir(exist_ok=True)
         self.method.save(directory)
-        self.state.update(rollouts=self.done, status=status, curve=self.curve)
+        wall = self.wall_before + time.perf_counter() - self.started
+        self.state.update(rollouts=self.done, status=status, curve=self.curve, wall_time_s=wall)
         (self.run_dir / "state.json").write_text(json.dumps(self.state, indent=1))
 
     def _summary(self, status: str) -> dict[str, Any]:
@@ -261,7 +264,8 @@ class SearchRun:
 
 def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) -> None:
     """The ranking table a user reads first, then the metrics, one per line."""
-    title = f"failure modes of {summary['policy']} on {summary['task']} ({summary['method']}, {summary['budget']['rollouts_done']} rollouts)"
+    rollouts = summary["budget"]["rollouts_done"]
+    title = f"failure modes of {summary['policy']} on {summary['task']} ({summary['method']}, {rollouts} rollouts)"
     table = Table(title=title)
     for column in ("rank", "perturbation", "P(fail)", "failed/tried alone", "ground truth success"):
         table.add_column(column, justify="left" if column == "perturbation" else "right")

@@ -4,9 +4,9 @@ Every method runs as `python -m diagnosis.search` would (same env, workers and r
 monitor does not change the simulator's verdict the searches are rewarded with, and leaving it out keeps the
 experiment to rollout cost. Each (method, seed) runs once up to its largest budget; its ranking metrics at smaller
 budgets are read off the run's curve (the search records them every 10 rollouts, and no method's behaviour depends
-on its total budget). The reference is uniform allocation at 20 rollouts per perturbation — what the ground truth
-file itself spends, on other seeds. Finished runs are kept in `outputs/search_comparison/`, so an interrupted
-experiment resumes. Writes experiments/results/search_<task>.{md,json}.
+on its total budget). The reference is uniform allocation at 20 rollouts per perturbation — what the ground
+truth file itself spends, on other seeds; one uniform run (seed 0) goes on to that budget. Finished runs are kept in
+`outputs/search_comparison/`, so an interrupted experiment resumes. Writes experiments/results/search_<task>.{md,json}.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_module
 
 from diagnosis.search import run_search
 from envs.cli import parse_config
+from envs.perturbations import task_perturbations
 
 METRICS = ("pairwise_accuracy", "kendall_tau", "top5_recall", "entropy", "fsi")
 
@@ -83,15 +84,14 @@ def main(argv: list[str] | None = None) -> None:
         for seed in range(config.seeds):
             budget = max(budgets)
             if method == "uniform":
-                from envs.perturbations import task_perturbations
-
                 reference_budget = config.reference_per_perturbation * len(task_perturbations(config.task))
-                budget = max(budget, reference_budget)
+                if seed == 0:  # the reference needs one run, not one per seed
+                    budget = max(budget, reference_budget)
             summary = run_once(config, method, seed, budget)
             runs.append(summary)
         rows = {}
         for budget in sorted({*budgets, *([reference_budget] if method == "uniform" else [])}):
-            points = [at_budget(run["curve"], budget) for run in runs]
+            points = [at_budget(run["curve"], budget) for run in runs if run["budget"]["rollouts_done"] >= budget]
             rows[budget] = {
                 "rollouts": int(np.mean([p["rollouts"] for p in points])),
                 **{m: (float(np.mean([p[m] for p in points])), float(np.std([p[m] for p in points]))) for m in METRICS},

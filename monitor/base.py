@@ -49,6 +49,19 @@ class Monitor(Protocol):
     def step(self, frame: np.ndarray) -> MonitorOutput: ...
 
 
+class SemanticFilter(Protocol):
+    """Decides whether an anomaly is a task failure (FIDeL's D_F): a person's or a VLM's second look.
+
+    Given the task instruction, the nominal reference frame at the matched memory time, the current frame and the
+    monitor's heatmap (h, w), it answers (is_failure, explanation). Benign anomalies (a light change, a distractor
+    that does not interfere) should come back False.
+    """
+
+    def __call__(
+        self, task_text: str, reference_frame: np.ndarray, frame: np.ndarray, heatmap: np.ndarray
+    ) -> tuple[bool, str]: ...
+
+
 @dataclass(frozen=True)
 class MonitorSummary:
     """One episode, as the monitor saw it."""

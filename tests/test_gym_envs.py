@@ -8,20 +8,22 @@ import dataclasses
 
 import diagnosis  # noqa: F401  (registers the search ids)
 import envs  # noqa: F401  (registers the task ids)
+from envs.perturbations import task_perturbations
 from envs.tasks import get_task
-from fake_policies import BlueAverse
+from policies.scripted import ScriptedExpert
 
 FAILSCOPE_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("failscope/"))
 
 
 def fast_kwargs(env_id: str) -> dict:
-    """Search envs roll a policy out per step: check them with a fast policy, short horizon and few actions."""
+    """Search envs roll a policy out per step: check them with a state-based policy (no frames to render), a short
+    horizon and a few actions."""
     if "-Search-" not in env_id:
         return {}
-    task = dataclasses.replace(get_task(gym.spec(env_id).kwargs["task"]), horizon=40)
+    task = dataclasses.replace(get_task(gym.spec(env_id).kwargs["task"]), horizon=60)  # after every event step
     return {
-        "task": task, "policy": BlueAverse(task), "max_depth": 3, "record_frames": False,
-        "perturbations": ["table_color_blue", "cube_color_red", "cube_heavy"],
+        "task": task, "policy": ScriptedExpert(task), "max_depth": 3, "record_frames": False,
+        "perturbations": list(task_perturbations(task))[:3],
     }
 
 

@@ -25,8 +25,11 @@ TINY = [
 
 
 def config(*overrides):
+    """TINY with `overrides`, which may replace TINY's choice of a config group (monitor=...)."""
+    groups = {o.split("=")[0] for o in overrides if "." not in o.split("=")[0]}
+    base = [o for o in TINY if o.split("=")[0] not in groups]
     with initialize_config_module("diagnosis.conf", version_base=None):
-        return compose("config", overrides=[*TINY, *overrides])
+        return compose("config", overrides=[*base, *overrides])
 
 
 def run_cli(*args, **kwargs):
@@ -78,6 +81,7 @@ def test_default_cli_with_parallel_workers_writes_every_output(tmp_path):
         (["policy.name=nope"], "valid policies: scripted"),
         (["ground_truth=experiments/results/ground_truth_lift_bc_image.json"], "not 'tests.fake_policies:BlueAverse'"),
         (["search.outcome=monitor"], "needs a monitor"),
+        (["monitor=fidel", "monitor.semantic=oracle"], "valid: none, vlm, trained"),
     ],
 )
 def test_bad_input_is_refused_before_any_rollout(tmp_path, overrides, message):
@@ -124,6 +128,28 @@ def test_interrupt_keeps_finished_rollouts_and_resume_completes(tmp_path):
     assert summary["status"] == "complete" and summary["budget"]["rollouts_done"] == 12
     steps = [r["search_step"] for r in read_rollouts(out / "failures.hdf5")]
     assert steps == list(range(1, 13))
+
+
+def test_monitor_watches_every_rollout_and_labels_every_frame(tmp_path, monkeypatch):
+    monkeypatch.setattr("monitor.build.CACHE_ROOT", tmp_path / "monitors")
+    cfg = config(
+        "monitor=fidel", "monitor.episodes=6", "monitor.alpha=0.5",  # the fewest episodes for α=0.5
+        "search=uniform", "search.total_rollouts=4", "search.outcome=both",
+    )
+    summary = run_search(cfg, tmp_path / "run")
+    assert summary["budget"]["rollouts_done"] == 4
+    assert len(list((tmp_path / "monitors").iterdir())) == 1  # fitted once, then loaded by the search env
+    with h5py.File(tmp_path / "run" / "failures.hdf5", "r") as file:
+        for demo in file["data"].values():
+            frames = demo.attrs["num_samples"]
+            for key in ("monitor_score", "anomaly", "failure", "t_min"):
+                assert demo[key].shape == (frames,), key
+            assert demo["heatmap"].shape == (frames, 7, 7)
+            verdict = json.loads(demo.attrs["monitor"])
+            assert verdict["frames"] == frames and verdict["anomaly_frames"] == int(demo["anomaly"][()].sum())
+            assert demo.attrs["failed"] == demo.attrs["sim_failure"]  # outcome=both rewards the simulator's verdict
+            if json.loads(demo.attrs["perturbations"]) == ["table_color_blue"]:  # a whole new table colour
+                assert verdict["anomaly_frames"] == frames
 
 
 def test_failure_dataset_round_trip_replays_first_state(tmp_path):

@@ -1,0 +1,136 @@
+"""A FIDeL monitor for a policy under test, fitted once on its own nominal rollouts and cached on disk.
+
+The failure search calls `build_monitor` in every worker process: the first call collects nominal episodes of the
+policy (successful ones only: FIDeL learns what success looks like), fits the monitor and saves it; later calls,
+in any process, load it in about a second. The cache key covers the task, the policy (its checkpoint files' content,
+so a retrained checkpoint gets a new monitor), the collection settings and the whole monitor config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from monitor.fidel import FORMAT_VERSION, FidelConfig, FidelMonitor
+
+CACHE_ROOT = Path(os.environ.get("FAILSCOPE_CACHE", Path.home() / ".cache" / "failscope")) / "monitors"
+"""Default cache folder; the FAILSCOPE_CACHE environment variable moves the root, as for envs.meshes."""
+
+
+def policy_fingerprint(policy: str) -> str:
+    """What identifies a policy's behaviour: its checkpoint files' content, or its name (scripted, module:callable)."""
+    from policies.registry import shipped_checkpoints
+
+    path = shipped_checkpoints().get(policy, Path(policy))
+    if not path.exists():
+        return policy
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_path(task: str, policy: str, episodes: int, seed: int, config: FidelConfig, cache_dir: Path | None) -> Path:
+    """Where the monitor for these settings lives."""
+    key = {
+        "format": FORMAT_VERSION,
+        "task": task,
+        "policy": policy_fingerprint(policy),
+        "episodes": episodes,
+        "seed": seed,
+        "config": config.to_dict(),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(policy).name)
+    return Path(cache_dir or CACHE_ROOT) / f"{task}-{slug}-{digest}"
+
+
+def collect_nominal(
+    task: str, policy: str, episodes: int, seed: int, max_attempts: int | None = None
+) -> list[np.ndarray]:
+    """Camera frames of `episodes` successful nominal rollouts (seeds seed, seed+1, ...), with a progress bar.
+
+    Uses its own Runner and closes it, so no GL context outlives the collection (safe before forking workers).
+    """
+    from envs.rollout import Runner
+    from policies.registry import load_policy
+
+    agent, spec = load_policy(policy, task)
+    max_attempts = max_attempts or 2 * episodes
+    runner = Runner(spec)
+    frames = []
+    try:
+        with tqdm(total=episodes, desc=f"nominal {policy} on {spec.name}", unit="ep") as bar:
+            for attempt in range(max_attempts):
+                episode = runner.run(agent, seed=seed + attempt, record=True)
+                if episode.success:
+                    frames.append(episode.frames)
+                    bar.update()
+                bar.set_postfix(attempts=attempt + 1)
+                if len(frames) == episodes:
+                    return frames
+    finally:
+        runner.close()
+    raise RuntimeError(
+        f"policy {policy!r} succeeded in only {len(frames)} of {max_attempts} nominal {spec.name} episodes; "
+        f"the monitor needs {episodes} successful ones (lower `episodes` or raise `alpha`)"
+    )
+
+
+def build_monitor(
+    task: str,
+    policy: str,
+    episodes: int = 40,
+    seed: int = 100_000,
+    cache_dir: Path | None = None,
+    config: FidelConfig = FidelConfig(),
+) -> FidelMonitor:
+    """The FIDeL monitor of `policy` on `task`: loaded from the cache, or fitted on `episodes` successful nominal
+    rollouts (seeds from `seed`, far from the 0, 1, 2, ... that evaluations use) and cached."""
+    path = cache_path(task, policy, episodes, seed, config, cache_dir)
+    if (path / "monitor.json").is_file():
+        return FidelMonitor.load(path, task=task, encoder=config.encoder)
+    monitor = FidelMonitor.fit(task, collect_nominal(task, policy, episodes, seed), config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    monitor.save(staging)
+    try:
+        staging.rename(path)  # atomic: a worker never sees a half-written monitor
+    except OSError:  # another process finished first; keep its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    return monitor
+
+
+@dataclass(frozen=True)
+class MonitorRecipe:
+    """A runtime monitor as settings: calling it builds the monitor (from the cache after the first time) with its
+    semantic filter. Picklable, so each search worker builds its own from the same recipe."""
+
+    task: str
+    policy: str
+    episodes: int = 40
+    seed: int = 100_000
+    config: FidelConfig = FidelConfig()
+    semantic: str = "none"
+    """Semantic filter backend (monitor.semantic): none (every anomaly is a failure), vlm or trained."""
+    semantic_options: dict[str, Any] = field(default_factory=dict)
+    """The backend's options, e.g. {"path": ...} for trained, {"base_url": ..., "model": ...} for vlm."""
+
+    def __call__(self) -> FidelMonitor:
+        from monitor.semantic import build_semantic_filter
+
+        # The filter first: a bad backend name or option fails before minutes of fitting.
+        semantic_filter = build_semantic_filter(self.semantic, **self.semantic_options)
+        monitor = build_monitor(self.task, self.policy, self.episodes, self.seed, config=self.config)
+        monitor.semantic_filter = None if self.semantic == "none" else semantic_filter
+        return monitor

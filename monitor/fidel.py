@@ -1,0 +1,328 @@
+"""FIDeL as a runtime monitor: fit on nominal camera streams, then `reset()` / `step(frame)` inside every rollout.
+
+Per frame: patch features (encoders.py) → OT match against the memory of nominal episodes (memory.py, ot.py) →
+score, t_min and heatmap → a conformal threshold (conformal.py) decides whether the frame is anomalous → an optional
+semantic filter decides whether the anomaly is a task failure. A fitted monitor saves to a folder of JSON and
+safetensors (no pickle) and refuses to load for another task or an encoder whose output has changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from monitor.base import MonitorOutput, SemanticFilter
+from monitor.conformal import ConformalBand, GaussianBand, Scores, split_episodes
+from monitor.encoders import EncoderConfig, PatchEncoder
+from monitor.memory import Memory, MemoryConfig
+from monitor.ot import OTConfig, OTScorer, PatchCost, prior_potentials
+
+THRESHOLDS = ("time_space", "time", "gaussian")
+FORMAT_VERSION = 1
+TORCH_THREADS = 1
+"""torch intra-op threads while the monitor works. Its tensors are small, so threads only add synchronisation; on a
+busy machine (rollout workers) that is ruinous: `step()` took a median 10 ms on 1 thread and 49 ms on 2 in
+experiments/results/monitor_bench.md. The caller's setting is restored after each call."""
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Runs the block with `threads` torch intra-op threads (None: unchanged), then restores the previous count."""
+    previous = torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class FidelConfig:
+    """Everything that shapes a fitted FIDeL monitor (and keys its cache)."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Frozen vision backbone and patch grid."""
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    """Memory length and σ floor."""
+    ot: OTConfig = field(default_factory=OTConfig)
+    """Entropic OT settings."""
+    window: int | None = 4
+    """Online search: memory steps either side of the previous t_min (None = all steps every frame)."""
+    thresholding: str = "time_space"
+    """Which band decides `is_anomaly`: time_space (CP-time&space), time (CP-time) or gaussian (baseline)."""
+    alpha: float = 0.1
+    """Conformal bands: at most this share of nominal episodes raises any alarm."""
+    patch_fraction: float = 0.0
+    """CP-time&space: a frame is anomalous when more than this share of the (masked) patches exceed their bounds.
+    0 (any patch): a Lift cube covers one or two of 49 patches, and since the band is calibrated on the statistic
+    this rule uses, ignoring a few patches is not needed to keep false alarms at α; it only costs sensitivity."""
+    patch_mask: tuple[bool, ...] | None = None
+    """CP-time&space: which of the P patches count (row-major over the grid); None = all."""
+    memory_fraction: float = 0.4
+    """Share of the nominal episodes that build the memory (Y); the rest calibrate, split evenly into E_A and E_B."""
+    modulation_floor: float = 0.3
+    """Band modulation ρ is at least this fraction of its mean: where the calibration episodes barely vary, a tiny ρ
+    would turn noise into the largest normalised deviation and widen the whole band through h."""
+    band_radius: int = 1
+    """Frames within this many memory steps of t also inform μ(t) and ρ(t): t_min spreads the calibration frames
+    unevenly, and a timestep seen by a few frames only gets a too-small ρ (same effect as above)."""
+    gaussian_z: float = 3.0
+    """Gaussian baseline: threshold = mean + z·std of the calibration scores at t."""
+    split_seed: int = 0
+    """Seed of the random Y / E_A / E_B split."""
+
+    def __post_init__(self) -> None:
+        if self.thresholding not in THRESHOLDS:
+            raise ValueError(f"unknown thresholding {self.thresholding!r}; valid: {', '.join(THRESHOLDS)}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        if self.window is not None and self.window < 0:
+            raise ValueError(f"window must be >= 0 or None, got {self.window!r}")
+        if self.band_radius < 0:
+            raise ValueError(f"band_radius must be >= 0, got {self.band_radius!r}")
+        patches = self.encoder.grid**2
+        if self.patch_mask is not None and (len(self.patch_mask) != patches or not any(self.patch_mask)):
+            raise ValueError(
+                f"patch_mask must have {patches} entries (grid²), at least one True; got {self.patch_mask}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FidelConfig":
+        data = dict(data)
+        encoder = {**data.pop("encoder")}
+        encoder["stages"] = tuple(encoder["stages"])
+        mask = data.pop("patch_mask", None)
+        return cls(
+            encoder=EncoderConfig(**encoder),
+            memory=MemoryConfig(**data.pop("memory")),
+            ot=OTConfig(**data.pop("ot")),
+            patch_mask=None if mask is None else tuple(mask),
+            **data,
+        )
+
+
+def probe_image(shape: tuple[int, ...]) -> np.ndarray:
+    """A fixed synthetic frame whose features fingerprint the encoder (weights, timm version, projection)."""
+    h, w, _ = shape
+    y, x = np.mgrid[0:h, 0:w]
+    channels = [255 * x / max(w - 1, 1), 255 * y / max(h - 1, 1), 127 + 120 * np.sin(x / 5.0) * np.cos(y / 7.0)]
+    return np.stack(channels, -1).astype(np.uint8)
+
+
+class FidelMonitor:
+    """A fitted FIDeL monitor for one task's camera. Build it with `fit`, `load` or `monitor.build.build_monitor`."""
+
+    def __init__(
+        self,
+        task: str,
+        instruction: str,
+        config: FidelConfig,
+        encoder: PatchEncoder,
+        memory: Memory,
+        prior: torch.Tensor,
+        bands: dict[str, ConformalBand | GaussianBand],
+        fingerprint: torch.Tensor,
+        semantic_filter: SemanticFilter | None = None,
+    ):
+        self.task, self.instruction, self.config = task, instruction, config
+        self.encoder, self.memory, self.prior, self.bands, self.fingerprint = encoder, memory, prior, bands, fingerprint
+        self.semantic_filter = semantic_filter
+        """Called on anomalous frames to decide `is_failure`; None = every anomaly is a failure."""
+        self.torch_threads: int | None = TORCH_THREADS
+        """torch threads during `step()` (None: the caller's setting)."""
+        self.frame_shape = tuple(memory.reference_frames.shape[1:])
+        self.scorer = OTScorer(PatchCost(memory.mean, memory.std), config.ot, prior, config.window)
+
+    # -- fitting ---------------------------------------------------------------------------------------------------
+
+    @classmethod
+    @torch_threads(TORCH_THREADS)
+    def fit(
+        cls,
+        task: str,
+        nominal_episodes: Sequence[np.ndarray],
+        config: FidelConfig = FidelConfig(),
+        semantic_filter: SemanticFilter | None = None,
+    ) -> "FidelMonitor":
+        """Fits on nominal camera streams, each (T_i, H, W, 3) uint8, e.g. `Episode.frames` of successful rollouts."""
+        from envs.tasks import get_task
+
+        instruction = get_task(task).instruction
+        shapes = {tuple(e.shape[1:]) for e in nominal_episodes}
+        for e in nominal_episodes:
+            if e.ndim != 4 or e.shape[-1] != 3 or e.dtype != np.uint8 or len(e) == 0:
+                raise ValueError(
+                    f"each nominal episode must be uint8 (T, H, W, 3) with T >= 1, got {e.dtype} {e.shape}"
+                )
+        if len(shapes) > 1:
+            raise ValueError(f"nominal episodes have different frame shapes: {sorted(shapes)}")
+        split = split_episodes(len(nominal_episodes), config.alpha, config.memory_fraction, config.split_seed)
+        encoder = PatchEncoder(config.encoder)
+        features = [_finite(encoder.encode(e), "nominal frames") for e in nominal_episodes]
+        memory = Memory.fit(
+            [features[i] for i in split.memory], [nominal_episodes[i] for i in split.memory], config.memory
+        )
+        cost = PatchCost(memory.mean, memory.std)
+        prior = prior_potentials(cost, memory.mean, config.ot)
+        scorer = OTScorer(cost, config.ot, prior, config.window)
+        replays = {i: _replay(scorer, features[i]) for i in split.centre + split.width}
+
+        def scores(indices: tuple[int, ...], values: str) -> list[Scores]:
+            return [(replays[i]["t_min"], replays[i][values]) for i in indices]
+
+        mask = None if config.patch_mask is None else np.array(config.patch_mask)
+        common = dict(
+            steps=memory.steps, alpha=config.alpha, modulation_floor=config.modulation_floor, radius=config.band_radius
+        )
+        bands = {
+            "time": ConformalBand.fit(scores(split.centre, "score"), scores(split.width, "score"), **common),
+            "time_space": ConformalBand.fit(
+                scores(split.centre, "heatmap"), scores(split.width, "heatmap"),
+                patch_fraction=config.patch_fraction, mask=mask, **common,
+            ),
+            "gaussian": GaussianBand.fit(
+                scores(split.centre + split.width, "score"), memory.steps, config.gaussian_z, radius=config.band_radius
+            ),
+        }  # fmt: skip
+        fingerprint = encoder(probe_image(memory.reference_frames.shape[1:])[None])[0]
+        return cls(task, instruction, config, encoder, memory, prior, bands, fingerprint, semantic_filter)
+
+    # -- the Monitor protocol --------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start of an episode: the next frame is searched against the whole memory."""
+        self.scorer.reset()
+
+    def step(self, frame: np.ndarray) -> MonitorOutput:
+        """Reads one camera frame (H, W, 3) uint8, upright, as the policy sees it."""
+        if not isinstance(frame, np.ndarray) or frame.shape != self.frame_shape or frame.dtype != np.uint8:
+            given = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ValueError(f"frame must be uint8 {self.frame_shape} (the nominal episodes' shape), got {given}")
+        with torch_threads(self.torch_threads):
+            features = _finite(self.encoder(frame[None])[0], "this frame")
+            match = self.scorer(features)
+        is_anomaly, threshold = self.decide(match.score, match.t_min, match.heatmap.numpy())
+        grid = self.config.encoder.grid
+        heatmap = match.heatmap.numpy().reshape(grid, grid)
+        is_failure, explanation = is_anomaly, ""
+        if is_anomaly and self.semantic_filter is not None:
+            reference = self.memory.reference_frames[match.t_min]
+            is_failure, explanation = self.semantic_filter(self.instruction, reference, frame, heatmap)
+        return MonitorOutput(
+            score=match.score,
+            threshold=threshold,
+            is_anomaly=is_anomaly,
+            is_failure=bool(is_failure),
+            heatmap=heatmap,
+            t_min=match.t_min,
+            explanation=explanation,
+        )
+
+    def decide(
+        self, score: float, t_min: int, heatmap: np.ndarray, thresholding: str | None = None
+    ) -> tuple[bool, float]:
+        """(is_anomaly, score threshold) under a band (default: the configured one; the threshold is NaN for the
+        per-patch band). Public so that evaluations can compare thresholdings on the same scores."""
+        name = thresholding or self.config.thresholding
+        if name not in THRESHOLDS:
+            raise ValueError(f"unknown thresholding {name!r}; valid: {', '.join(THRESHOLDS)}")
+        band = self.bands[name]
+        if name == "time_space":
+            return band.is_anomaly(t_min, heatmap.reshape(-1)), math.nan
+        return band.is_anomaly(t_min, score), float(np.asarray(band.upper(t_min)))
+
+    # -- persistence -----------------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Writes `monitor.json` and `monitor.safetensors` into the folder `path` (created if needed)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"memory.{k}": v.contiguous() for k, v in self.memory.tensors().items()}
+        tensors["prior"], tensors["fingerprint"] = self.prior, self.fingerprint
+        for name, band in self.bands.items():
+            tensors.update({f"band.{name}.{k}": torch.from_numpy(np.array(v)) for k, v in band.arrays().items()})
+        save_file(tensors, path / "monitor.safetensors")
+        meta = {"format": FORMAT_VERSION, "task": self.task, "instruction": self.instruction}
+        meta["config"] = self.config.to_dict()
+        (path / "monitor.json").write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    @torch_threads(TORCH_THREADS)
+    def load(
+        cls,
+        path: str | Path,
+        task: str | None = None,
+        encoder: EncoderConfig | None = None,
+        semantic_filter: SemanticFilter | None = None,
+    ) -> "FidelMonitor":
+        """Loads a saved monitor; `task` / `encoder`, when given, must be what it was fitted for."""
+        path = Path(path)
+        if not (path / "monitor.json").is_file():
+            raise FileNotFoundError(
+                f"no saved monitor in {str(path)!r} (expected monitor.json and monitor.safetensors)"
+            )
+        meta = json.loads((path / "monitor.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(
+                f"monitor in {str(path)!r} has format {meta.get('format')!r}; this code reads {FORMAT_VERSION}"
+            )
+        config = FidelConfig.from_dict(meta["config"])
+        if task is not None and task != meta["task"]:
+            raise ValueError(f"monitor in {str(path)!r} was fitted for task {meta['task']!r}, not {task!r}")
+        if encoder is not None and encoder != config.encoder:
+            raise ValueError(f"monitor in {str(path)!r} was fitted with encoder {config.encoder}, not {encoder}")
+        tensors = load_file(path / "monitor.safetensors")
+        memory = Memory.from_tensors({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("memory.")})
+
+        def arrays(name: str) -> dict[str, np.ndarray]:
+            prefix = f"band.{name}."
+            return {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
+
+        bands = {
+            "time": ConformalBand.from_arrays(arrays("time")),
+            "time_space": ConformalBand.from_arrays(arrays("time_space")),
+            "gaussian": GaussianBand.from_arrays(arrays("gaussian")),
+        }
+        patch_encoder = PatchEncoder(config.encoder)
+        now = patch_encoder(probe_image(memory.reference_frames.shape[1:])[None])[0]
+        fingerprint = tensors["fingerprint"]
+        if now.shape != fingerprint.shape or not torch.allclose(now, fingerprint, rtol=1e-3, atol=1e-3):
+            raise ValueError(
+                f"the encoder's output differs from when the monitor in {str(path)!r} was fitted "
+                f"(weights, timm or torch changed); refit it"
+            )
+        return cls(
+            meta["task"], meta["instruction"], config, patch_encoder, memory, tensors["prior"], bands, fingerprint,
+            semantic_filter,
+        )  # fmt: skip
+
+
+def _finite(features: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.isfinite(features).all():
+        raise FloatingPointError(f"the encoder returned NaN or infinite features for {what}")
+    return features
+
+
+def _replay(scorer: OTScorer, features: torch.Tensor) -> dict[str, np.ndarray]:
+    """An episode's t_min, score and heatmap per frame, exactly as `step` would produce them online."""
+    scorer.reset()
+    matches = [scorer(x) for x in features]
+    return {
+        "t_min": np.array([m.t_min for m in matches]),
+        "score": np.array([m.score for m in matches]),
+        "heatmap": torch.stack([m.heatmap for m in matches]).double().numpy(),
+    }
