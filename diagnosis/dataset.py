@@ -92,6 +92,7 @@ def read_rollouts(path: str | Path) -> list[dict[str, Any]]:
                 "demo": name, "seed": int(attrs["seed"]), "outcome": str(attrs["outcome"]),
                 "perturbations": json.loads(attrs["perturbations"]), "failed": bool(attrs["failed"]),
                 "length": int(attrs["num_samples"]), "search_step": int(attrs["search_step"]),
+                "sim_failure": bool(attrs["sim_failure"]), "monitor": json.loads(attrs["monitor"]),
             })
     return rows
 

@@ -19,7 +19,7 @@ import json
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,39 @@ class PerturbationCounts:
         }
 
 
+@dataclass
+class MonitorAgreement:
+    """How the runtime monitor's episode verdicts compare with the simulator's success check over a search."""
+
+    true_positive: int = 0
+    false_negative: int = 0
+    true_negative: int = 0
+    false_positive: int = 0
+
+    def add(self, sim_failure: bool, monitor: dict[str, Any] | None) -> None:
+        if monitor is None:
+            return
+        flagged = bool(monitor["failure"])
+        if sim_failure:
+            self.true_positive += flagged
+            self.false_negative += not flagged
+        else:
+            self.false_positive += flagged
+            self.true_negative += not flagged
+
+    def to_dict(self) -> dict[str, Any] | None:
+        """Counts and rates; None when no monitor watched."""
+        failures = self.true_positive + self.false_negative
+        successes = self.true_negative + self.false_positive
+        if failures + successes == 0:
+            return None
+        return {
+            **asdict(self), "sim_failures": failures, "sim_successes": successes,
+            "tpr": self.true_positive / failures if failures else float("nan"),
+            "tnr": self.true_negative / successes if successes else float("nan"),
+        }
+
+
 class SearchRun:
     """Runs one configured search in `run_dir`; `run()` returns the summary it wrote."""
 
@@ -140,11 +173,13 @@ class SearchRun:
         self.curve: list[dict[str, float]] = self.state.get("curve", [])
         """Ranking metrics as the search went on (every few rollouts): how fast it converged."""
         self.failures_found = 0
+        self.monitor_agreement = MonitorAgreement()
         if (run_dir / "failures.hdf5").exists():
             # Counts come from the dataset itself, so they always match the rollouts that were kept.
             for row in read_rollouts(run_dir / "failures.hdf5")[: self.done]:
                 self.counts.add(row["perturbations"], row["failed"])
                 self.failures_found += int(row["failed"])
+                self.monitor_agreement.add(row["sim_failure"], row["monitor"])
 
     # --------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
@@ -191,6 +226,7 @@ class SearchRun:
             self.dataset.write(info, self.done)
             self.counts.add(info["perturbations"], info["failed"])
             self.failures_found += int(info["failed"])
+            self.monitor_agreement.add(info["sim_failure"], info["monitor"])
         self.tensorboard.add_scalar("search/failures_found", self.failures_found, self.done)
         if self.done % max(self.n_envs, 10) < self.n_envs or self.done >= self.total:
             ranking = self.ranking()
@@ -247,6 +283,7 @@ class SearchRun:
             "budget": {"total_rollouts": self.total, "rollouts_done": self.done, "n_envs": self.n_envs},
             "wall_time_s": round(self.state["wall_time_s"], 1),
             "failures_found": self.failures_found,
+            "monitor": self.monitor_agreement.to_dict(),
             "ranking": rows,
             "metrics": ranking.metrics(),
             "ground_truth": None,
@@ -280,6 +317,13 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
         console.print(f"... {len(summary['ranking']) - limit} more in summary.json")
     metrics = summary["metrics"]
     console.print(f"entropy: {metrics['entropy']:.3f}  nfm: {metrics['nfm']}  fsi: {metrics['fsi']:.3f}")
+    if summary.get("monitor"):
+        agreement = summary["monitor"]
+        console.print(
+            f"monitor vs simulator: caught {agreement['true_positive']}/{agreement['sim_failures']} failed rollouts "
+            f"(TPR {agreement['tpr']:.2f}), quiet on {agreement['true_negative']}/{agreement['sim_successes']} "
+            f"successful ones (TNR {agreement['tnr']:.2f})"
+        )
     if summary["ground_truth"]:
         truth = summary["ground_truth"]
         console.print(

@@ -139,6 +139,9 @@ def test_monitor_watches_every_rollout_and_labels_every_frame(tmp_path, monkeypa
     summary = run_search(cfg, tmp_path / "run")
     assert summary["budget"]["rollouts_done"] == 4
     assert len(list((tmp_path / "monitors").iterdir())) == 1  # fitted once, then loaded by the search env
+    agreement = summary["monitor"]
+    assert agreement["sim_failures"] + agreement["sim_successes"] == 4
+    assert agreement["sim_failures"] == summary["failures_found"]
     with h5py.File(tmp_path / "run" / "failures.hdf5", "r") as file:
         for demo in file["data"].values():
             frames = demo.attrs["num_samples"]
