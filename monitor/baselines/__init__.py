@@ -1,0 +1,14 @@
+"""FIDeL's baselines under the same Monitor interface, fitted on the same nominal split with thresholds calibrated the
+same way: `padim` (per-position Gaussians of the patch features, no OT), `patchcore` (nearest neighbours in a memory
+bank of patch features), `autoencoder` (reconstruction error of a small conv autoencoder); `base` holds what they
+share."""
+
+from monitor.baselines.autoencoder import AutoencoderConfig, AutoencoderMonitor
+from monitor.baselines.base import Calibration, ThresholdMonitor, calibrated_threshold
+from monitor.baselines.padim import PadimConfig, PadimMonitor
+from monitor.baselines.patchcore import PatchCoreConfig, PatchCoreMonitor
+
+__all__ = [
+    "AutoencoderConfig", "AutoencoderMonitor", "Calibration", "PadimConfig", "PadimMonitor", "PatchCoreConfig",
+    "PatchCoreMonitor", "ThresholdMonitor", "calibrated_threshold",
+]

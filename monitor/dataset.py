@@ -1,0 +1,423 @@
+"""`python -m monitor.dataset task=lift`: SimFails, a benchmark for runtime failure monitors, from rollouts of the
+policy under test with per-frame `anomaly` and `failure` labels taken from simulator truth.
+
+Three splits, from disjoint seed ranges (all derived from `seed`):
+
+- `fit` — successful nominal episodes (seeds seed+100000, +100001, ... until `fit_episodes` succeed; the same seeds
+  `monitor.build.build_monitor` uses). Monitors learn and calibrate on these only.
+- `filter` — nominal, reset-time perturbation and event episodes (seeds from seed+200000) for training a semantic
+  filter.
+- `test` — the same kinds (seeds from seed+0) for measuring. Within a split, nominal episodes use seeds base+0..,
+  and the k-th perturbation of the task's catalogue base+1000·(k+1)+0.., so every episode has its own scene.
+
+Kinds: `nominal`; `reset` — every reset-time perturbation of the task's catalogue (colours, sizes, lights, camera,
+distractor, dynamics, noise); `event` — the mid-episode events (benign: light change, distractor appears;
+failure-inducing: object nudged or teleported, gripper forced open), at the catalogue's steps.
+
+Label rules (frame t is the camera frame the policy saw before its action t):
+
+1. Visual onset — from when the frame shows something nominal episodes never show:
+   - a reset-time perturbation of a visual family (everything but object mass, friction, action noise): frame 0;
+     the non-visual ones have no visual onset (a heavy cube looks like a cube);
+   - light change, distractor, object teleport events: the event step (they act before that step's frame);
+   - object nudge: the first frame, from the event step on, where the object is ≥ 1 cm from where it was at the
+     event step (a velocity takes a step to show), else the frame after the event step;
+   - gripper forced open: only while it is forced, frames at_step+1 .. at_step+duration (the first overridden
+     action shows in the next frame); afterwards the scene looks nominal again unless the task fails. Whether the
+     gripper would have been closing then is not checked, so some of these frames look nominal.
+   Persistent changes (all but the gripper) stay anomalous to the end of the episode.
+2. Failure onset — only in episodes that end in failure (horizon reached, object off the table, simulation error):
+   the earliest of (a) the visual onset of a failure-inducing event (nudge, teleport, gripper forced open),
+   (b) the step the object left the table or the simulation failed, (c) the *late step*: the `late_quantile`
+   quantile (default 0.9) of the `fit` episodes' lengths, i.e. the step by which 90% of nominal successes had lifted
+   the object (the slowest nominal success is an outlier: on lift_bc_image lengths run from 26 to 89 steps, median
+   32). Every frame from the onset on is a failure frame; episodes that succeed have none.
+3. anomaly = visual ∪ failure (a failure is always an anomaly).
+
+File layout (robomimic, as `envs.hdf5.EpisodeWriter` writes it): `data/demo_i/{obs/agentview_image, obs/<low-dim>,
+actions, states, rewards, dones, anomaly, failure}`; demo attrs `split`, `kind`, `perturbation`, `family`,
+`visual_onset`, `failure_onset`, `failure_step` (-1 = none) beside seed/outcome/perturbations; `data` attrs `late_step`,
+`policy`; `mask/{fit,filter,test}` list the demos of each split. Rollouts run in `workers` processes (each with its
+own renderer); an interrupted run resumes: episodes already in the file are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from envs.cli import parse_config
+from envs.perturbations import Perturbation, task_perturbations
+from envs.rollout import Episode
+from envs.tasks import TaskSpec, get_task
+
+SPLITS = ("fit", "filter", "test")
+SPLIT_SEEDS = {"test": 0, "fit": 100_000, "filter": 200_000}
+"""Offsets of each split's seeds from the base seed."""
+NON_VISUAL_FAMILIES = frozenset({"object_mass", "friction", "action_noise"})
+"""Reset-time families that change nothing the camera sees (the dynamics, the executed actions)."""
+FAILURE_EVENTS = frozenset({"object_nudge", "object_teleport", "gripper_open"})
+"""Event families meant to undo the task."""
+NUDGE_VISIBLE_M = 0.01
+"""An object nudge is visible once the object moved this far (metres) from where it was at the event step."""
+
+
+@dataclass
+class DatasetConfig:
+    task: str = "lift"
+    policy: str = "lift_bc_image"
+    """The policy under test (a shipped checkpoint, `scripted`, or a path)."""
+    out: str = ""
+    """HDF5 file to write (appended to and resumed if it exists); empty = data/simfails_<task>_<policy>.hdf5."""
+    fit_episodes: int = 40
+    """Successful nominal episodes the monitors learn and calibrate on."""
+    test_nominal: int = 30
+    """Nominal test episodes (successful or not)."""
+    test_reset: int = 1
+    """Test episodes per reset-time perturbation."""
+    test_events: int = 8
+    """Test episodes per mid-episode event."""
+    filter_nominal: int = 10
+    """Nominal episodes of the semantic-filter training split."""
+    filter_reset: int = 1
+    """Filter-split episodes per reset-time perturbation."""
+    filter_events: int = 4
+    """Filter-split episodes per mid-episode event."""
+    perturbations: str = "all"
+    """Reset-time perturbations to use: all, none, or comma-separated names."""
+    events: str = "all"
+    """Mid-episode events to use: all, none, or comma-separated names."""
+    horizon: int = 0
+    """Cap on episode length (0 = the task's horizon); for quick tests."""
+    seed: int = 0
+    """Base seed; every episode's seed derives from it."""
+    workers: int = 2
+    """Rollout processes (0 = in this process)."""
+    max_fit_attempts: int = 0
+    """Nominal attempts allowed to find the fit episodes (0 = 2 × fit_episodes)."""
+    late_quantile: float = 0.9
+    """Failure rule (c): a failing episode is failing from this quantile of the fit episodes' lengths on."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One episode to roll out."""
+
+    split: str
+    kind: str
+    """nominal, reset or event."""
+    perturbation: str
+    """Its name ('' for nominal)."""
+    seed: int
+
+
+@dataclass(frozen=True)
+class Labels:
+    anomaly: np.ndarray
+    failure: np.ndarray
+    visual_onset: int
+    """First visually anomalous frame (-1 = none)."""
+    failure_onset: int
+    """First failure frame (-1 = none)."""
+
+
+# -- labels --------------------------------------------------------------------------------------------------------
+
+
+def object_key(task: TaskSpec, target: int = 0) -> str:
+    """robosuite's observation of an object's position: body `cube_main` → `cube_pos`."""
+    return f"{task.objects[target].removesuffix('_main')}_pos"
+
+
+def visual_window(episode: Episode, perturbation: Perturbation | None, task: TaskSpec) -> tuple[int, int]:
+    """[start, stop) of the frames a perturbation makes visibly anomalous ((-1, -1) = none); see rule 1."""
+    length = episode.length
+    if perturbation is None or perturbation.family in NON_VISUAL_FAMILIES:
+        return -1, -1
+    at = perturbation.at_step
+    if at is None:
+        return 0, length
+    if at >= length:  # the episode ended before the event
+        return -1, -1
+    if perturbation.family == "object_nudge":
+        key = object_key(task, perturbation.target)
+        if key not in episode.observations:
+            raise ValueError(f"object nudge labels need the {key!r} observation; have {sorted(episode.observations)}")
+        position = episode.observations[key]
+        moved = np.flatnonzero(np.linalg.norm(position[at:] - position[at], axis=1) >= NUDGE_VISIBLE_M)
+        start = at + int(moved[0]) if len(moved) else at + 1
+        return (start, length) if start < length else (-1, -1)
+    if perturbation.family == "gripper_open":
+        start, stop = at + 1, min(at + 1 + perturbation.duration, length)
+        return (start, stop) if start < stop else (-1, -1)
+    return at, length
+
+
+def frame_labels(
+    episode: Episode, perturbation: Perturbation | None, late_step: int, task: TaskSpec
+) -> Labels:
+    """Per-frame anomaly and failure labels of one episode under at most one perturbation; see the module docstring."""
+    length = episode.length
+    start, stop = visual_window(episode, perturbation, task)
+    anomaly = np.zeros(length, dtype=np.uint8)
+    if start >= 0:
+        anomaly[start:stop] = 1
+    failure = np.zeros(length, dtype=np.uint8)
+    failure_onset = -1
+    if not episode.success:
+        candidates = [late_step]
+        if perturbation is not None and perturbation.family in FAILURE_EVENTS and start >= 0:
+            candidates.append(start)
+        if episode.failure_step is not None:
+            candidates.append(episode.failure_step)
+        onset = min(candidates)
+        if onset < length:
+            failure_onset = onset
+            failure[onset:] = 1
+    anomaly |= failure
+    return Labels(anomaly, failure, start, failure_onset)
+
+
+# -- jobs ----------------------------------------------------------------------------------------------------------
+
+
+def _names(choice: str, available: Sequence[str], what: str) -> list[str]:
+    if choice == "all":
+        return list(available)
+    if choice in ("", "none"):
+        return []
+    names = [n.strip() for n in choice.split(",") if n.strip()]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; valid: all, none, {', '.join(available)}")
+    return names
+
+
+def plan(config: DatasetConfig, spec: TaskSpec) -> list[Job]:
+    """The filter and test episodes, in writing order (the fit split is found by attempts, see `fit_jobs`)."""
+    catalogue = task_perturbations(spec)
+    order = {name: k for k, name in enumerate(catalogue)}
+    reset = _names(config.perturbations, [n for n, p in catalogue.items() if p.at_step is None], "perturbation(s)")
+    events = _names(config.events, [n for n, p in catalogue.items() if p.at_step is not None], "event(s)")
+    jobs = []
+    for split, nominal, per_reset, per_event in (
+        ("filter", config.filter_nominal, config.filter_reset, config.filter_events),
+        ("test", config.test_nominal, config.test_reset, config.test_events),
+    ):
+        base = config.seed + SPLIT_SEEDS[split]
+        jobs += [Job(split, "nominal", "", base + i) for i in range(nominal)]
+        for kind, names, count in (("reset", reset, per_reset), ("event", events, per_event)):
+            for name in names:
+                jobs += [Job(split, kind, name, base + 1000 * (order[name] + 1) + i) for i in range(count)]
+    return jobs
+
+
+def fit_jobs(config: DatasetConfig, start: int, count: int) -> list[Job]:
+    base = config.seed + SPLIT_SEEDS["fit"]
+    return [Job("fit", "nominal", "", base + start + i) for i in range(count)]
+
+
+_WORKER: dict = {}
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_job(args: tuple[str, str, int, Job]) -> tuple[Job, Episode]:
+    """Rolls out one job with this process's policy and runner (built on first use, renderer included)."""
+    from envs.rollout import Runner
+    from policies.registry import load_policy
+
+    task, policy_name, horizon, job = args
+    key = (task, policy_name, horizon)
+    if _WORKER.get("key") != key:
+        if "runner" in _WORKER:
+            _WORKER["runner"].close()
+        policy, spec = load_policy(policy_name, task)
+        spec = replace(spec, horizon=horizon) if horizon else spec
+        _WORKER.update(key=key, policy=policy, spec=spec, runner=Runner(spec))
+    spec, runner = _WORKER["spec"], _WORKER["runner"]
+    perturbations = [task_perturbations(spec.name)[job.perturbation]] if job.perturbation else []
+    return job, runner.run(_WORKER["policy"], perturbations, seed=job.seed, record=True)
+
+
+def _map(jobs: list[Job], config: DatasetConfig, spec_name: str, pool: ProcessPoolExecutor | None) -> Iterable:
+    args = [(spec_name, config.policy, config.horizon, job) for job in jobs]
+    return pool.map(run_job, args) if pool is not None else map(run_job, args)
+
+
+# -- the file ------------------------------------------------------------------------------------------------------
+
+
+def default_path(config: DatasetConfig) -> Path:
+    return Path(config.out or f"data/simfails_{config.task}_{Path(config.policy).name}.hdf5")
+
+
+def written_jobs(path: Path) -> set[Job]:
+    """Jobs already in the file (for resuming)."""
+    if not path.exists():
+        return set()
+    with h5py.File(path, "r") as file:
+        if "data" not in file:
+            return set()
+        return {
+            Job(str(g.attrs["split"]), str(g.attrs["kind"]), str(g.attrs["perturbation"]), int(g.attrs["seed"]))
+            for g in file["data"].values()
+        }
+
+
+def write_masks(file: h5py.File) -> dict[str, int]:
+    """mask/<split> = the split's demos, in numeric order; returns the count per split."""
+    names = sorted(file["data"], key=lambda n: int(n.split("_")[1]))
+    mask = file.require_group("mask")
+    counts = {}
+    for split in SPLITS:
+        members = [n for n in names if file["data"][n].attrs["split"] == split]
+        if split in mask:
+            del mask[split]
+        mask.create_dataset(split, data=np.array(members, dtype="S"))
+        counts[split] = len(members)
+    return counts
+
+
+def read_split(path: str | Path, split: str, frames: bool = True) -> list[dict]:
+    """The episodes of one split: frames (T, H, W, 3) uint8 when asked, labels and attributes."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    out = []
+    with h5py.File(path, "r") as file:
+        key = f"{get_task(str(file['data'].attrs['task'])).camera}_image"
+        for name in (n.decode() for n in file["mask"][split][:]):
+            group = file["data"][name]
+            item = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items()}
+            item.update(demo=name, anomaly=group["anomaly"][:].astype(bool), failure=group["failure"][:].astype(bool))
+            if frames:
+                item["frames"] = group["obs"][key][:]
+            out.append(item)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from envs.hdf5 import EpisodeWriter
+    from envs.rollout import Runner
+    from policies.registry import load_policy
+
+    config = parse_config(DatasetConfig, argv)
+    try:
+        _, spec = load_policy(config.policy, config.task)
+        jobs = plan(config, spec)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    spec = replace(spec, horizon=config.horizon) if config.horizon else spec
+    path = default_path(config)
+    started = time.perf_counter()
+    done = written_jobs(path)
+    catalogue = task_perturbations(spec.name)  # the task's own catalogue, whatever the horizon cap
+    probe = Runner(spec)  # the model XML robomimic files carry; no renderer is opened
+    model_xml = probe.scene.env.sim.model.get_xml()
+    probe.close()
+    context = get_context("spawn")  # renderers must be created inside each worker
+    pool = ProcessPoolExecutor(config.workers, mp_context=context, initializer=_worker_init) if config.workers else None
+    try:
+        with EpisodeWriter(path, spec, model_xml) as writer:
+            data = writer.data
+            data.attrs["policy"] = config.policy
+
+            # fit: successful nominal episodes, attempts in seed order until enough succeed
+            fit_done = sum(1 for j in done if j.split == "fit")
+            rejected = json.loads(data.attrs.get("fit_rejected_seeds", "[]"))
+            attempted = fit_done + len(rejected)
+            max_attempts = config.max_fit_attempts or 2 * config.fit_episodes
+            lengths = [int(g.attrs["num_samples"]) for g in data.values() if g.attrs["split"] == "fit"]
+            with tqdm(total=config.fit_episodes, initial=fit_done, desc="fit (nominal successes)", unit="ep") as bar:
+                while len(lengths) < config.fit_episodes and attempted < max_attempts:
+                    batch = min(max(2, config.workers), max_attempts - attempted)
+                    for job, episode in _map(fit_jobs(config, attempted, batch), config, spec.name, pool):
+                        attempted += 1
+                        if episode.success and len(lengths) < config.fit_episodes:
+                            empty = np.zeros(episode.length, dtype=np.uint8)
+                            attrs = {**_attrs(job, None), **_episode_attrs(episode)}
+                            writer.write(episode, extras={"anomaly": empty, "failure": empty}, attrs=attrs)
+                            lengths.append(episode.length)
+                            bar.update()
+                        else:
+                            rejected.append(job.seed)
+                        data.attrs["fit_rejected_seeds"] = json.dumps(rejected)
+                    writer.file.flush()
+            if len(lengths) < config.fit_episodes:
+                raise SystemExit(
+                    f"error: {config.policy} succeeded in only {len(lengths)} of {attempted} nominal episodes; "
+                    f"need fit_episodes={config.fit_episodes} (lower it or raise max_fit_attempts)"
+                )
+            late_step = int(np.ceil(np.quantile(lengths, config.late_quantile))) if lengths else spec.horizon
+            labelled = any(j.split != "fit" for j in done)
+            if labelled and int(data.attrs.get("late_step", -1)) != late_step:
+                raise SystemExit(
+                    f"error: {path} was labelled with late_step {data.attrs.get('late_step')}, these settings give "
+                    f"{late_step}; write to a new file (out=...)"
+                )
+            data.attrs["late_step"] = late_step
+
+            todo = [j for j in jobs if j not in done]
+            rollouts = _map(todo, config, spec.name, pool)
+            for job, episode in tqdm(rollouts, total=len(todo), desc="filter+test", unit="ep"):
+                perturbation = catalogue[job.perturbation] if job.perturbation else None
+                labels = frame_labels(episode, perturbation, late_step, spec)
+                writer.write(
+                    episode, extras={"anomaly": labels.anomaly, "failure": labels.failure},
+                    attrs={**_attrs(job, perturbation, labels), **_episode_attrs(episode)},
+                )  # fmt: skip
+                writer.file.flush()
+            counts = write_masks(writer.file)
+            summary = _summary(writer.file)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    wall = time.perf_counter() - started
+    print(f"SimFails {spec.name} / {config.policy} → {path}  (late_step {late_step}, {wall:.0f} s)")
+    print(f"{'split':<8}{'kind':<9}{'episodes':>9}{'failed':>8}{'frames':>8}{'anomaly':>9}{'failure':>9}")
+    for (split, kind), row in sorted(summary.items()):
+        print(f"{split:<8}{kind:<9}{row[0]:>9}{row[1]:>8}{row[2]:>8}{row[3]:>9}{row[4]:>9}")
+    total = sum(r[2] for r in summary.values())
+    anomalous = sum(r[3] for r in summary.values())
+    print(f"episodes: {sum(counts.values())}  frames: {total}  anomaly_frames: {anomalous}  wall_s: {wall:.0f}")
+
+
+def _attrs(job: Job, perturbation: Perturbation | None, labels: Labels | None = None) -> dict:
+    return {
+        "split": job.split, "kind": job.kind, "perturbation": job.perturbation,
+        "family": perturbation.family if perturbation else "nominal",
+        "visual_onset": labels.visual_onset if labels else -1, "failure_onset": labels.failure_onset if labels else -1,
+    }  # fmt: skip
+
+
+def _episode_attrs(episode: Episode) -> dict:
+    return {"failure_step": -1 if episode.failure_step is None else episode.failure_step}
+
+
+def _summary(file: h5py.File) -> dict[tuple[str, str], list[int]]:
+    rows: dict[tuple[str, str], list[int]] = {}
+    for group in file["data"].values():
+        row = rows.setdefault((str(group.attrs["split"]), str(group.attrs["kind"])), [0, 0, 0, 0, 0])
+        row[0] += 1
+        row[1] += group.attrs["outcome"] != "success"
+        row[2] += int(group.attrs["num_samples"])
+        row[3] += int(group["anomaly"][:].sum())
+        row[4] += int(group["failure"][:].sum())
+    return rows
+
+
+if __name__ == "__main__":
+    main()

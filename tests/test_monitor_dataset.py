@@ -1,0 +1,157 @@
+"""SimFails labels: the rules of monitor/dataset.py on hand-made episodes, and a tiny real run of the CLI (scripted
+expert, short horizon) whose frames and labels line up with the event onset."""
+
+import h5py
+import numpy as np
+import pytest
+
+from envs.perturbations import task_perturbations
+from envs.rollout import Episode
+from envs.tasks import get_task
+from monitor.dataset import DatasetConfig, Job, frame_labels, main, plan, read_split
+
+LIFT = get_task("lift")
+CATALOGUE = task_perturbations(LIFT)
+
+
+def episode(length: int, outcome: str = "failure", failure_step: int | None = None, cube: np.ndarray | None = None):
+    cube = np.zeros((length, 3)) if cube is None else cube
+    return Episode(
+        task="lift", seed=0, perturbations=(), outcome=outcome, length=length, failure_step=failure_step,
+        actions=np.zeros((length, 7)), states=np.zeros((length, 3)), observations={"cube_pos": cube},
+    )  # fmt: skip
+
+
+def test_nominal_success_has_no_labels_and_nominal_failure_is_late():
+    labels = frame_labels(episode(30, "success"), None, late_step=40, task=LIFT)
+    assert not labels.anomaly.any() and not labels.failure.any() and labels.failure_onset == -1
+    labels = frame_labels(episode(100), None, late_step=40, task=LIFT)
+    assert labels.visual_onset == -1 and labels.failure_onset == 40
+    assert labels.failure[40:].all() and not labels.failure[:40].any()
+    np.testing.assert_array_equal(labels.anomaly, labels.failure)  # a failure is always an anomaly
+
+
+def test_reset_perturbations_visual_from_frame_zero_dynamics_invisible():
+    labels = frame_labels(episode(100), CATALOGUE["cube_color_green"], late_step=40, task=LIFT)
+    assert labels.visual_onset == 0 and labels.anomaly.all() and labels.failure_onset == 40
+    labels = frame_labels(episode(35, "success"), CATALOGUE["cube_heavy"], late_step=40, task=LIFT)
+    assert not labels.anomaly.any() and not labels.failure.any()
+    labels = frame_labels(episode(100, failure_step=60), CATALOGUE["cube_slippery"], late_step=70, task=LIFT)
+    assert labels.failure_onset == 60 and labels.anomaly[60:].all() and not labels.anomaly[:60].any()
+
+
+def test_events_onsets():
+    at = CATALOGUE["event_light_dim"].at_step
+    labels = frame_labels(episode(30, "success"), CATALOGUE["event_light_dim"], late_step=40, task=LIFT)
+    assert labels.visual_onset == at and labels.anomaly[at:].all() and not labels.anomaly[:at].any()
+    assert not labels.failure.any()  # benign and the episode succeeded
+    labels = frame_labels(episode(100), CATALOGUE["event_light_dim"], late_step=40, task=LIFT)
+    assert labels.failure_onset == 40  # a benign event: the failure shows when the policy is late
+    labels = frame_labels(episode(100), CATALOGUE["event_cube_teleport"], late_step=40, task=LIFT)
+    assert labels.failure_onset == labels.visual_onset == CATALOGUE["event_cube_teleport"].at_step
+    # A nudge shows once the cube has moved 1 cm from where it was at the event step.
+    cube = np.zeros((50, 3))
+    cube[at + 3 :, 1] = 0.02
+    labels = frame_labels(episode(50, cube=cube), CATALOGUE["event_cube_nudge"], late_step=45, task=LIFT)
+    assert labels.visual_onset == at + 3 and labels.failure_onset == at + 3
+    # The forced-open gripper is anomalous while forced, from the frame after the first overridden action.
+    gripper = CATALOGUE["event_gripper_open"]
+    labels = frame_labels(episode(60, "success"), gripper, late_step=40, task=LIFT)
+    window = np.zeros(60, bool)
+    window[gripper.at_step + 1 : gripper.at_step + 1 + gripper.duration] = True
+    np.testing.assert_array_equal(labels.anomaly.astype(bool), window)
+    # An event after the episode ended leaves no label.
+    labels = frame_labels(episode(10, "success"), CATALOGUE["event_cube_teleport"], late_step=40, task=LIFT)
+    assert labels.visual_onset == -1 and not labels.anomaly.any()
+
+
+def test_plan_uses_disjoint_seeds_and_checks_names():
+    jobs = plan(DatasetConfig(test_reset=2, filter_reset=1), LIFT)
+    seeds = {(j.split, j.seed) for j in jobs}
+    assert len(seeds) == len(jobs)
+    assert {j.seed for j in jobs if j.split == "filter"}.isdisjoint({j.seed for j in jobs if j.split == "test"})
+    teleport_seed = 1000 * (list(CATALOGUE).index("event_cube_teleport") + 1)
+    assert Job("test", "event", "event_cube_teleport", teleport_seed) in jobs
+    with pytest.raises(ValueError, match="unknown event.*valid: all, none, event_light_dim"):
+        plan(DatasetConfig(events="event_meteor"), LIFT)
+
+
+def test_tiny_run_writes_aligned_frames_and_labels(tmp_path, lift_runner):  # lift_runner: robosuite warmed up
+    out = tmp_path / "simfails.hdf5"
+    teleport = CATALOGUE["event_cube_teleport"]
+    argv = [
+        "task=lift", "policy=scripted", f"out={out}", "fit_episodes=1", "max_fit_attempts=2", "test_nominal=0",
+        "test_reset=0", "test_events=1", "filter_nominal=0", "filter_reset=0", "filter_events=0",
+        "perturbations=none", "events=event_cube_teleport", "horizon=40", "workers=0",
+    ]
+    main(argv)
+    with h5py.File(out, "r") as file:
+        assert int(file["data"].attrs["late_step"]) <= 40
+    (test,) = read_split(out, "test")
+    frames, anomaly, failure = test["frames"], test["anomaly"], test["failure"]
+    assert len(frames) == len(anomaly) == len(failure) == int(test["num_samples"]) and frames.dtype == np.uint8
+    assert test["visual_onset"] == teleport.at_step
+    assert anomaly[teleport.at_step :].all() and not anomaly[: teleport.at_step].any()
+    with h5py.File(out, "r") as file:  # the cube jumped (in the simulator) exactly at the labelled onset
+        cube = file["data"][test["demo"]]["obs"]["cube_pos"][:]
+    jumps = np.linalg.norm(np.diff(cube[:, :2], axis=0), axis=1)
+    assert int(np.argmax(jumps)) + 1 == teleport.at_step and jumps.max() > 0.05
+    assert failure.any() == (test["outcome"] != "success")
+    (fit,) = read_split(out, "fit")
+    assert fit["outcome"] == "success" and not fit["anomaly"].any()
+
+
+def synthetic_simfails(path, task: str = "lift") -> None:
+    """A SimFails-layout file of synthetic streams: a block sliding over a texture; from frame 5, benign episodes gain
+    a cyan box at the bottom left, failing ones a dark slab at the top right."""
+
+    def frame(progress: float, jitter: int, kind: str, t: int) -> np.ndarray:
+        y, x = np.mgrid[0:84, 0:84]
+        image = np.stack([80 + 40 * np.sin(x / 6.0), 90 + 30 * np.cos(y / 5.0), 100 + 0 * x], -1)
+        top, left = 20 + jitter, int(10 + 50 * progress) + jitter
+        image[top : top + 18, left : left + 14] = (200, 60, 40)
+        if kind == "failure" and t >= 5:
+            image[2:30, 50:82] = (30, 30, 30)
+        if kind == "benign" and t >= 5:
+            image[50:80, 5:45] = (20, 220, 240)
+        return image.astype(np.uint8)
+
+    plan = [("fit", "nominal")] * 8 + [(s, k) for s in ("filter", "test") for k in ("nominal", "benign", "failure") * 2]
+    with h5py.File(path, "w") as file:
+        data = file.create_group("data")
+        data.attrs.update(task=task, late_step=16)
+        for i, (split, kind) in enumerate(plan):
+            rng = np.random.default_rng(i)
+            length = int(rng.integers(12, 17))
+            frames = np.stack([frame(t / (length - 1), int(rng.integers(-1, 2)), kind, t) for t in range(length)])
+            anomaly = (np.arange(length) >= 5) & (kind != "nominal")
+            group = data.create_group(f"demo_{i}")
+            group.attrs.update(
+                split=split, kind="nominal" if kind == "nominal" else "event", seed=i, num_samples=length,
+                perturbation="" if kind == "nominal" else kind, outcome="failure" if kind == "failure" else "success",
+                family={"nominal": "nominal", "benign": "distractor", "failure": "object_teleport"}[kind],
+            )  # fmt: skip
+            group.create_dataset("obs/agentview_image", data=frames)
+            group.create_dataset("anomaly", data=anomaly.astype(np.uint8))
+            group.create_dataset("failure", data=(anomaly & (kind == "failure")).astype(np.uint8))
+        for split in ("fit", "filter", "test"):
+            names = [f"demo_{i}" for i, (s, _) in enumerate(plan) if s == split]
+            file.create_dataset(f"mask/{split}", data=np.array(names, dtype="S"))
+
+
+def test_evaluate_cli_writes_every_table(tmp_path, capsys):
+    from monitor.evaluate import main as evaluate
+
+    data, out = tmp_path / "simfails.hdf5", tmp_path / "monitor.md"
+    synthetic_simfails(data)
+    evaluate([f"data={data}", f"out={out}", "alpha=0.3", "filters=none,trained", "autoencoder_epochs=3"])
+    text = out.read_text()
+    for heading in ("## Dataset", "raw frame scores", "thresholded", "by kind", "End-to-end", "Wall time"):
+        assert heading in text
+    for method in ("FIDeL (OT)", "PaDiM (global", "PaDiM-step", "PatchCore", "Conv autoencoder"):
+        assert f"| {method}" in text
+    assert "| FIDeL (OT) | trained |" in text and "CP-time&space" in text
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("fidel_auroc: ") and "margin:" in last
+    fidel_auroc = float(last.split()[1])
+    assert fidel_auroc > 90  # the synthetic anomalies are blatant
