@@ -91,6 +91,18 @@ def test_semantic_filter_sees_reference_frame_and_decides_failure(monitor):
     assert outputs[1].explanation == "a harmless colour change"
 
 
+@pytest.mark.parametrize("frame_score", ["transport", "band"])
+def test_other_frame_scores_flag_the_anomaly_too(frame_score):
+    """FIDeL as published (mean transport cost) and the band-normalised score remain selectable and working."""
+    config = FidelConfig(alpha=0.3, frame_score=frame_score, heatmap="min", time_weight=0.0)
+    fitted = FidelMonitor.fit("lift", [stream(s) for s in range(8)], config)
+    frames = stream(100)
+    nominal = run(fitted, frames)
+    worst = run(fitted, np.stack([anomalous(f) for f in frames]))
+    assert max(o.score for o in worst) > max(o.score for o in nominal)
+    assert any(o.is_anomaly for o in worst)
+
+
 def test_save_load_round_trip_gives_identical_outputs(monitor, tmp_path):
     monitor.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["monitor.json", "monitor.safetensors"]
@@ -158,6 +170,14 @@ def test_too_few_or_inconsistent_episodes_are_explained():
 def test_config_round_trips_through_json_and_rejects_bad_values():
     config = FidelConfig(window=None, patch_mask=(True,) * 48 + (False,), encoder=EncoderConfig(stages=(2,)))
     assert FidelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    published = FidelConfig(frame_score="transport", heatmap="min", time_weight=0.0, lag=2, top_k=5)
+    assert FidelConfig.from_dict(json.loads(json.dumps(published.to_dict()))) == published
+    for kwargs, message in [
+        ({"frame_score": "mean"}, "frame_score"), ({"heatmap": "max"}, "heatmap"), ({"top_k": 50}, "top_k"),
+        ({"time_weight": -1.0}, "time_weight"), ({"lag": -1}, "lag"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            FidelConfig(**kwargs)
     with pytest.raises(ValueError, match="valid: time_space, time, gaussian"):
         FidelConfig(thresholding="max")
     with pytest.raises(ValueError, match="patch_mask must have 49 entries"):

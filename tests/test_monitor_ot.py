@@ -6,7 +6,7 @@ import torch
 from ot.batch import solve_batch
 
 from monitor.fidel import torch_threads
-from monitor.ot import OTConfig, OTScorer, PatchCost, prior_potentials, solve_ot
+from monitor.ot import OTConfig, OTScorer, PatchCost, grid_distances, prior_potentials, solve_ot
 
 STEPS, PATCHES, DIM = 6, 16, 8
 
@@ -44,13 +44,30 @@ def test_fused_cost_matches_direct_float64_formula():
     np.testing.assert_allclose(PatchCost(mean, std)(x, 2, 4).double(), direct[2:4], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("epsilon", [0.25, 0.5, 2.0])
-def test_every_timestep_agrees_with_pot(epsilon):
+def test_positional_term_adds_lambda_times_grid_distance():
     mean, std = random_memory()
-    cost = PatchCost(mean, std)(query_near(mean, 3, 0.5, seed=2))
+    x = query_near(mean, 2, 1.0, seed=1)
+    distances = grid_distances(PATCHES)
+    assert distances[0, 1] == 1 and distances[0, 5] == pytest.approx(2**0.5) and distances[3, 12] == pytest.approx(
+        18**0.5
+    )  # 4×4 grid, row-major
+    torch.testing.assert_close(PatchCost(mean, std, 0.7)(x), PatchCost(mean, std)(x) + 0.7 * distances)
+    with pytest.raises(ValueError, match="square patch grid"):
+        grid_distances(15)
+
+
+@pytest.mark.parametrize("position_weight", [0.0, 0.3])
+@pytest.mark.parametrize("epsilon", [0.25, 0.5, 2.0])
+def test_every_timestep_agrees_with_pot(epsilon, position_weight):
+    mean, std = random_memory()
+    cost = PatchCost(mean, std, position_weight)(query_near(mean, 3, 0.5, seed=2))
     result = solve_ot(cost, OTConfig(epsilon=epsilon, tol=1e-6, prune_margin=None))
     assert result.kept.tolist() == list(range(STEPS))
     np.testing.assert_allclose(result.values.numpy(), pot_values(cost, epsilon), rtol=1e-3)
+    # Per-query-patch transported costs: n·Σ_j Π_ij C_ij from POT's plan, averaging to the transport cost.
+    plan = solve_batch(cost.double(), epsilon, tol=1e-6, max_iter=200_000).plan
+    np.testing.assert_allclose(result.rows.numpy(), PATCHES * (plan * cost.double()).sum(2).numpy(), atol=2e-3)
+    np.testing.assert_allclose(result.rows.mean(1).numpy(), result.values.numpy(), rtol=1e-9)
 
 
 def test_scorer_score_and_t_min_are_pots_minimum_and_heatmap_is_cheapest_patch():
@@ -64,6 +81,51 @@ def test_scorer_score_and_t_min_are_pots_minimum_and_heatmap_is_cheapest_patch()
         assert match.score == pytest.approx(reference.min(), rel=1e-3)
         assert match.t_min == reference.argmin()
         torch.testing.assert_close(match.heatmap, cost(x)[t].min(dim=1).values)
+
+
+def test_frame_score_options_read_the_heatmap():
+    mean, std = random_memory()
+    cost, config = PatchCost(mean, std), OTConfig(prune_margin=None, tol=1e-6)
+    prior = prior_potentials(cost, mean, config)
+    x = query_near(mean, 3, 0.3, seed=7)
+    published = OTScorer(cost, config, prior, window=None)(x)
+    top = OTScorer(cost, config, prior, window=None, frame_score="heatmap", top_k=3)(x)
+    assert top.t_min == published.t_min
+    torch.testing.assert_close(top.heatmap, published.heatmap)
+    assert top.score == pytest.approx(float(torch.topk(published.heatmap, 3).values.mean()), rel=1e-6)
+    moved = OTScorer(cost, config, prior, window=None, frame_score="heatmap", top_k=1, heatmap="transport")(x)
+    full = solve_ot(cost(x), config)
+    assert moved.t_min == published.t_min
+    torch.testing.assert_close(moved.heatmap, full.rows[moved.t_min].float())
+    assert moved.score == pytest.approx(float(full.rows[moved.t_min].max()), rel=1e-5)
+    assert float(moved.heatmap.mean()) == pytest.approx(published.score, rel=1e-5)
+
+
+def test_time_prior_prefers_timesteps_near_the_frame_index():
+    """Memory steps 1 and 4 look alike: the published score takes the cheaper, the temporal prior the one near
+    the frame's place in the episode."""
+    mean, std = random_memory()
+    mean = mean.clone()
+    mean[4] = mean[1] + 0.05
+    cost, config = PatchCost(mean, std), OTConfig()
+    prior = prior_potentials(cost, mean, config)
+    x = mean[1] + 0.01 * torch.randn(PATCHES, DIM, generator=torch.Generator().manual_seed(0))
+    plain = OTScorer(cost, config, prior, window=None)
+    assert plain(x).t_min == 1
+    timed = OTScorer(cost, config, prior, window=None, time_weight=5.0)
+    for _ in range(4):  # frames 0..3
+        timed(mean[0])
+    assert timed(x).t_min == 4  # frame 4: step 4 is near, step 1 is 3 steps away
+    timed.reset()
+    assert timed(x).t_min == 1  # frame 0
+
+
+def test_lag_limits_the_search_before_the_previous_t_min():
+    mean, std = random_memory()
+    cost, config = PatchCost(mean, std), OTConfig()
+    scorer = OTScorer(cost, config, prior_potentials(cost, mean, config), window=2, lag=0)
+    assert scorer(query_near(mean, 3, 0.1, seed=3)).t_min == 3
+    assert scorer.search_range() == (3, 6)
 
 
 def test_windowed_search_stays_near_previous_t_min():
@@ -112,6 +174,7 @@ def test_non_finite_costs_raise():
         ({"tol": -1}, "tol"),
         ({"max_newton_steps": 0}, "max_newton_steps"),
         ({"prune_margin": -0.1}, "prune_margin"),
+        ({"position_weight": -1}, "position_weight"),
     ],
 )
 def test_bad_config_is_named(kwargs, message):
@@ -126,3 +189,11 @@ def test_scorer_rejects_mismatched_prior_and_window():
         OTScorer(cost, OTConfig(), torch.zeros(STEPS + 1, PATCHES), window=None)
     with pytest.raises(ValueError, match="window"):
         OTScorer(cost, OTConfig(), torch.zeros(STEPS, PATCHES), window=-1)
+    prior = torch.zeros(STEPS, PATCHES)
+    for kwargs, message in [
+        ({"frame_score": "mean"}, "valid: transport, heatmap, band"), ({"heatmap": "max"}, "valid: min, transport"),
+        ({"top_k": 0}, "top_k"), ({"top_k": PATCHES + 1}, "top_k"), ({"time_weight": -1.0}, "time_weight"),
+        ({"lag": -1}, "lag"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            OTScorer(cost, OTConfig(), prior, window=None, **kwargs)
