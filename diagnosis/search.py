@@ -1,8 +1,8 @@
 """`python -m diagnosis.search task=lift`: rank the perturbations that make a policy fail.
 
 Hydra composes `diagnosis/conf/config.yaml` with one choice per group — task, policy, search (ppo | a2c | uniform |
-random | thompson), monitor — and `key=value` overrides (`search.total_rollouts=200`). Everything is checked before
-the first rollout: names against their registries, the ground-truth file against the task and policy, the output
+random | thompson, or continuous: diagnosis.continuous_search), monitor — and `key=value` overrides
+(`search.total_rollouts=200`). Everything is checked before the first rollout: names against their registries, the ground-truth file against the task and policy, the output
 directory for writing. Then the runtime monitor is fitted (or loaded from its cache), the search runs, and the run
 directory gets summary.json, the ranking table, radar.png, report.html and failures.hdf5 (see diagnosis.search_run).
 """
@@ -29,6 +29,8 @@ from monitor.base import Monitor
 
 CONFIG_FILE = "config.yaml"
 MONITORS = ("fidel",)
+CONTINUOUS = "continuous"
+"""RoboMD's continuous search (diagnosis.continuous_search), dispatched before the discrete checks."""
 
 # A resumed run writes into the directory it continues, not into a new one.
 OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh, replace=True)
@@ -105,7 +107,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     """Checks the whole configuration, then fits the monitor; raises ValueError/FileNotFoundError on bad input."""
     search = cfg.search
     if search.method not in METHODS:
-        raise ValueError(f"unknown search method {search.method!r}; valid: {', '.join(METHODS)}")
+        raise ValueError(f"unknown search method {search.method!r}; valid: {', '.join([*METHODS, CONTINUOUS])}")
     if search.outcome not in OUTCOME_SOURCES:
         raise ValueError(f"unknown search.outcome {search.outcome!r}; valid: {', '.join(OUTCOME_SOURCES)}")
     if search.outcome != "sim" and cfg.monitor.method == "none":
@@ -166,12 +168,28 @@ def execute(cfg: DictConfig, run_dir: Path, run: SearchRun) -> dict:
 
 def run_search(cfg: DictConfig, run_dir: Path) -> dict:
     """The whole job for a composed configuration (what the CLI runs, callable from Python)."""
+    if cfg.search.method == CONTINUOUS:
+        from diagnosis.continuous_search import run_continuous_search
+
+        return run_continuous_search(cfg, run_dir)
     return execute(cfg, run_dir, prepare(cfg, run_dir))
+
+
+def main_continuous(cfg: DictConfig) -> None:
+    """search=continuous: no rollouts per step, so a run is minutes and is not resumed, only rerun."""
+    if cfg.search.resume:
+        raise ValueError("search=continuous runs are not resumable; start a new run")
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_search(cfg, run_dir)
+    print(f"summary: {run_dir / 'summary.json'}")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     try:
+        if cfg.search.method == CONTINUOUS:
+            main_continuous(cfg)
+            return
         if cfg.search.resume:
             cfg = load_resumed(cfg)
             run_dir = Path(cfg.search.resume)

@@ -7,7 +7,10 @@ import pytest
 from envs.rollout import get_runner
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def lift_runner():
-    """One live Lift scene for the whole test session (building one costs about a second)."""
-    return get_runner("lift")
+    """The process's live Lift scene (built once: about a second), restored to nominal: a rollout leaves its
+    perturbations applied until the next reset, and other tests share this runner."""
+    runner = get_runner("lift")
+    runner.scene.restore()
+    return runner

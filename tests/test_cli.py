@@ -36,6 +36,7 @@ def test_policies_evaluate_unknown_policy_lists_choices():
     assert result.returncode != 0 and "valid policies: scripted" in result.stderr
 
 
+@pytest.mark.slow  # a real benchmark, however short
 def test_bench_rollout_prints_ratio():
     result = run_module("experiments.bench_rollout", "task=lift", "steps=20")
     assert result.returncode == 0, result.stderr

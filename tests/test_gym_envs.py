@@ -10,6 +10,7 @@ import diagnosis  # noqa: F401  (registers the search ids)
 import envs  # noqa: F401  (registers the task ids)
 from envs.perturbations import task_perturbations
 from envs.tasks import get_task
+from fake_embeddings import known_embeddings
 from policies.scripted import ScriptedExpert
 
 FAILSCOPE_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("failscope/"))
@@ -18,6 +19,8 @@ FAILSCOPE_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("f
 def fast_kwargs(env_id: str) -> dict:
     """Search envs roll a policy out per step: check them with a state-based policy (no frames to render), a short
     horizon and a few actions."""
+    if "-ContinuousSearch-" in env_id:  # searches known embeddings: give it a small fake set
+        return {"embedding": known_embeddings(gym.spec(env_id).kwargs["task"])}
     if "-Search-" not in env_id:
         return {}
     task = dataclasses.replace(get_task(gym.spec(env_id).kwargs["task"]), horizon=60)  # after every event step

@@ -41,7 +41,10 @@ def test_collect_writes_robomimic_layout_and_resumes(demos):
         assert file["data/demo_3"].attrs["seed"] >= next_seed
 
 
-@pytest.mark.parametrize("arch", ["bc_image", "bc_rnn", "bc_lowdim"])
+# One architecture in the default run; the others share the whole path but the model (slow).
+@pytest.mark.parametrize(
+    "arch", ["bc_image", pytest.param("bc_rnn", marks=pytest.mark.slow), pytest.param("bc_lowdim", marks=pytest.mark.slow)]
+)
 def test_train_then_evaluate_round_trip(demos, tmp_path, arch):
     out = tmp_path / arch
     Trainer(TrainConfig(task="lift", arch=arch, data=str(demos), out=str(out), epochs=1, eval_every=1, eval_episodes=1)).run()

@@ -75,7 +75,7 @@ def test_default_cli_with_parallel_workers_writes_every_output(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["search.method=annealing"], "valid: ppo, a2c, uniform, random, thompson"),
+        (["search.method=annealing"], "valid: ppo, a2c, uniform, random, thompson, continuous"),
         (["task.perturbations=[cube_colour_red]"], "unknown perturbation(s) cube_colour_red"),
         (["search=uniform", "search.total_rollouts=3"], "total_rollouts=3 < 4 perturbations"),
         (["policy.name=nope"], "valid policies: scripted"),

@@ -1,0 +1,113 @@
+"""`python -m diagnosis.rank_unseen run=<continuous run dir> perturbations=a,b`: rank perturbations never rolled out.
+
+Each named perturbation (any of the task's registry) is placed in the run's embedding without a rollout: its
+description and the first frame of the perturbed scene — rendered at `seeds` nominal initial states, the ones the
+discrete search reads its ranking on — go through the embedding's frozen encoders and model. The search agent's
+log-density there ranks them (RoboMD: the ratio of policy densities; scores as in diagnosis.continuous_search).
+Reliability is the distance to the nearest known embedding in units of the known set's spread: far from every
+rollout the search learned from, the density is extrapolation. Prints a table and ends with
+`ranking: a,b` (most failure-prone first).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from diagnosis.continuous_search import ContinuousSearch, density_scores
+from diagnosis.embed import SceneEmbedder
+from diagnosis.ranking import Ranking
+from diagnosis.search_run import RANKING_SEED
+from envs.cli import parse_config
+from envs.perturbations import get_perturbations
+from envs.rollout import get_runner
+
+
+@dataclass
+class RankUnseenConfig:
+    run: str = ""
+    """A continuous search run directory (python -m diagnosis.search search=continuous)."""
+    perturbations: str = ""
+    """Perturbations of the task's registry to rank, comma-separated."""
+    seeds: int = 4
+    """Nominal initial states each perturbation's first frame is rendered at."""
+    out: str = ""
+    """Optional JSON file for the ranked rows."""
+
+
+def first_frames(task: str, names: Sequence[str], seeds: int) -> np.ndarray:
+    """(len(names), seeds, H, W, 3): the policy camera's first frame of each perturbed scene, no rollout."""
+    runner = get_runner(task)
+    frames = [
+        [runner.episode([p], RANKING_SEED + s, render_frames=True).start()[runner.image_key] for s in range(seeds)]
+        for p in get_perturbations(task, list(names))
+    ]
+    runner.scene.restore()  # the shared scene goes back to nominal, not the last perturbation
+    return np.asarray(frames)
+
+
+def rank_unseen(
+    search: ContinuousSearch, names: Sequence[str], frames: np.ndarray, embedder: SceneEmbedder | None = None
+) -> list[dict[str, Any]]:
+    """Ranked rows (rank, perturbation, score, probability, log_density, reliability, predicted_failure, seen) for
+    perturbations given by name and their first frames (len(names), seeds, H, W, 3)."""
+    if not names:
+        raise ValueError("name at least one perturbation to rank")
+    embedder = embedder or SceneEmbedder(search.trained)
+    seeds = frames.shape[1]
+    embeddings, failure = embedder(frames.reshape(-1, *frames.shape[2:]), [[n] for n in names for _ in range(seeds)])
+    log_density = search.log_density(embeddings).reshape(len(names), seeds).mean(axis=1)
+    _, distance = search.known.match(embeddings)
+    reliability = (distance / search.known.scale).reshape(len(names), seeds).mean(axis=1)
+    ranking = Ranking(tuple(names), density_scores(log_density, search.space.dim))
+    extra = {
+        name: {
+            "log_density": float(log_density[i]), "reliability": float(reliability[i]),
+            "predicted_failure": float(failure.reshape(len(names), seeds)[i].mean()),
+            "seen": name in set(search.known.names()),
+        }
+        for i, name in enumerate(names)
+    }
+    return [{**row, **extra[row["perturbation"]]} for row in ranking.rows()]
+
+
+def print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
+    for column in ("rank", "perturbation", "log-density", "P(fail) by density", "distance to known", "head P(fail)", "seen"):
+        table.add_column(column, justify="left" if column == "perturbation" else "right")
+    for row in rows:
+        table.add_row(
+            str(row["rank"]), row["perturbation"], f"{row['log_density']:.1f}", f"{row['probability']:.3f}",
+            f"{row['reliability']:.2f}", f"{row['predicted_failure']:.2f}", "yes" if row["seen"] else "no",
+        )
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(RankUnseenConfig, argv)
+    names = [n.strip() for n in config.perturbations.split(",") if n.strip()]
+    try:
+        if not names:
+            raise ValueError("name at least one perturbation to rank: perturbations=a,b")
+        if config.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {config.seeds}")
+        search = ContinuousSearch.load(config.run)
+        get_perturbations(search.trained.task, names)  # unknown names → error listing the valid ones
+        rows = rank_unseen(search, names, first_frames(search.trained.task, names, config.seeds))
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print_rows(rows, f"perturbations ranked by the {search.summary['algorithm']} search in {config.run}")
+    if config.out:
+        Path(config.out).write_text(json.dumps(rows, indent=1))
+    print(f"ranking: {','.join(row['perturbation'] for row in rows)}")
+
+
+if __name__ == "__main__":
+    main()
