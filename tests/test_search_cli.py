@@ -105,13 +105,13 @@ def test_cli_lists_the_valid_search_methods():
 
 def test_interrupt_keeps_finished_rollouts_and_resume_completes(tmp_path):
     out = tmp_path / "run"
-    args = [*TINY, "search.total_rollouts=12", "search.checkpoint_every=2", "search.hyperparameters.n_steps=4",
-            "search.hyperparameters.batch_size=4"]
+    args = [*TINY, "search.total_rollouts=8", "search.checkpoint_every=2", "search.hyperparameters.n_steps=2",
+            "search.hyperparameters.batch_size=2"]
     process = run_cli(*args, f"hydra.run.dir={out}")
     deadline = time.time() + 300
     while time.time() < deadline:
         state = out / "state.json"
-        if state.exists() and json.loads(state.read_text())["rollouts"] >= 4:
+        if state.exists() and json.loads(state.read_text())["rollouts"] >= 2:
             break
         time.sleep(0.5)
     process.send_signal(signal.SIGINT)
@@ -119,15 +119,15 @@ def test_interrupt_keeps_finished_rollouts_and_resume_completes(tmp_path):
     assert process.returncode == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     done = summary["budget"]["rollouts_done"]
-    assert summary["status"] == "interrupted" and 4 <= done < 12
+    assert summary["status"] == "interrupted" and 2 <= done < 8
     assert len(read_rollouts(out / "failures.hdf5")) == done
     resumed = run_cli(f"search.resume={out}")
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["budget"]["rollouts_done"] == 12
+    assert summary["status"] == "complete" and summary["budget"]["rollouts_done"] == 8
     steps = [r["search_step"] for r in read_rollouts(out / "failures.hdf5")]
-    assert steps == list(range(1, 13))
+    assert steps == list(range(1, 9))
 
 
 def test_monitor_watches_every_rollout_and_labels_every_frame(tmp_path, monkeypatch):
