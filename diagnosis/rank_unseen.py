@@ -45,12 +45,9 @@ class RankUnseenConfig:
 def first_frames(task: str, names: Sequence[str], seeds: int) -> np.ndarray:
     """(len(names), seeds, H, W, 3): the policy camera's first frame of each perturbed scene, no rollout."""
     runner = get_runner(task)
-    frames = [
-        [runner.episode([p], RANKING_SEED + s, render_frames=True).start()[runner.image_key] for s in range(seeds)]
-        for p in get_perturbations(task, list(names))
-    ]
-    runner.scene.restore()  # the shared scene goes back to nominal, not the last perturbation
-    return np.asarray(frames)
+    return np.asarray([
+        [runner.first_frame([p], RANKING_SEED + s) for s in range(seeds)] for p in get_perturbations(task, list(names))
+    ])
 
 
 def rank_unseen(
@@ -80,7 +77,8 @@ def rank_unseen(
 
 def print_rows(rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title)
-    for column in ("rank", "perturbation", "log-density", "P(fail) by density", "distance to known", "head P(fail)", "seen"):
+    columns = ("rank", "perturbation", "log-density", "P(fail) by density", "distance to known", "head P(fail)", "seen")
+    for column in columns:
         table.add_column(column, justify="left" if column == "perturbation" else "right")
     for row in rows:
         table.add_row(

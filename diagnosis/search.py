@@ -2,9 +2,10 @@
 
 Hydra composes `diagnosis/conf/config.yaml` with one choice per group — task, policy, search (ppo | a2c | uniform |
 random | thompson, or continuous: diagnosis.continuous_search), monitor — and `key=value` overrides
-(`search.total_rollouts=200`). Everything is checked before the first rollout: names against their registries, the ground-truth file against the task and policy, the output
-directory for writing. Then the runtime monitor is fitted (or loaded from its cache), the search runs, and the run
-directory gets summary.json, the ranking table, radar.png, report.html and failures.hdf5 (see diagnosis.search_run).
+(`search.total_rollouts=200`). Everything is checked before the first rollout: names against their registries, the
+ground-truth file against the task and policy, the output directory for writing. Then the runtime monitor is fitted
+(or loaded from its cache), the search runs, and the run directory gets summary.json, the ranking table, radar.png,
+report.html and failures.hdf5 (see diagnosis.search_run).
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ class FailureSearchEnv(gym.Env):
 
     def first_frame(self, perturbations: Sequence[Perturbation], seed: int) -> np.ndarray:
         """The policy camera's view of the scene at the start of an episode (reset-time perturbations applied)."""
-        return self.runner.episode(perturbations, seed, render_frames=True).start()[self.runner.image_key]
+        return self.runner.first_frame(perturbations, seed)
 
     def nominal_frames(self, seeds: Sequence[int]) -> np.ndarray:
         """First frames of unperturbed episodes: where the search policy's ranking is read off."""

@@ -167,8 +167,7 @@ class SearchRun:
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {"rollouts": 0, "wall_time_s": 0.0}
         self.done = int(self.state["rollouts"])
         self.wall_before = float(self.state["wall_time_s"])
-        """Seconds spent by earlier sessions of this run (resume); checkpoints add this session's."""
-        self.started = time.perf_counter()
+        """Seconds spent by earlier sessions of this run (resume); checkpoints add this session's (since `run()`)."""
         self.counts = PerturbationCounts(self.names)
         self.curve: list[dict[str, float]] = self.state.get("curve", [])
         """Ranking metrics as the search went on (every few rollouts): how fast it converged."""

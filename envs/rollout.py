@@ -163,6 +163,10 @@ class Runner:
     def episode(self, perturbations: Sequence[Perturbation], seed: int, render_frames: bool) -> PerturbedEpisode:
         return PerturbedEpisode(self.scene, self.renderer if render_frames else None, perturbations, seed)
 
+    def first_frame(self, perturbations: Sequence[Perturbation], seed: int) -> np.ndarray:
+        """The policy camera's view at the start of an episode (reset-time perturbations applied), no rollout."""
+        return self.episode(perturbations, seed, render_frames=True).start()[self.image_key]
+
     def run(
         self,
         policy: Policy,

@@ -266,9 +266,10 @@ class FidelMonitor:
         with torch_threads(self.torch_threads):
             features = _finite(self.encoder(frame[None])[0], "this frame")
             match = self.scorer(features)
-        is_anomaly, threshold = self.decide(match.score, match.t_min, match.heatmap.numpy())
+        patch_costs = match.heatmap.numpy()
+        is_anomaly, threshold = self.decide(match.score, match.t_min, patch_costs)
         grid = self.config.encoder.grid
-        heatmap = match.heatmap.numpy().reshape(grid, grid)
+        heatmap = patch_costs.reshape(grid, grid)
         is_failure, explanation = is_anomaly, ""
         if is_anomaly and self.semantic_filter is not None:
             reference = self.memory.reference_frames[match.t_min]
