@@ -47,6 +47,7 @@ from diagnosis.continuous_env import ContinuousRewards, ContinuousSearchEnv, Kno
 from diagnosis.embed import META, EmbedConfig, TrainedEmbedding, train_embedding
 from diagnosis.evaluation import GroundTruth, compare
 from diagnosis.ranking import Ranking
+from diagnosis.report import radar_plot
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 SEARCH_FILE = "search.safetensors"
@@ -192,8 +193,10 @@ class ContinuousSearch:
         known = known_subset(trained, stored["known_rows"].numpy())
         search = summary["config"]["search"]
         space = PolicySpace(*(stored[f"space.{k}"].numpy() for k in ("center", "basis", "scale")))
-        agent = build_agent(search["algorithm"], policy_env(known, ContinuousRewards(), space), algorithm_params(search), 0)
-        agent.policy.load_state_dict({k.removeprefix("policy."): v for k, v in stored.items() if k.startswith("policy.")})
+        env = policy_env(known, ContinuousRewards(), space)
+        agent = build_agent(search["algorithm"], env, algorithm_params(search), 0)
+        policy = {k.removeprefix("policy."): v for k, v in stored.items() if k.startswith("policy.")}
+        agent.policy.load_state_dict(policy)
         return cls(run_dir, summary, trained, known, agent, space)
 
 
@@ -325,6 +328,7 @@ def run_continuous_search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    radar_plot(summary, run_dir / "radar.png")
     print_ranking(summary, Console(width=max(Console().width, 120)))
     return summary
 

@@ -100,6 +100,10 @@ def build_monitor_factory(cfg: DictConfig, task: TaskSpec, policy: str) -> Calla
         task.name, policy, episodes=int(settings.episodes), seed=int(settings.nominal_seed), config=config,
         semantic=str(settings.semantic), semantic_options=OmegaConf.to_container(settings.semantic_options),
     )  # fmt: skip
+    semantic, options = recipe.semantic_filter()
+    where = Path(options.get("path", ""))
+    where = where.relative_to(Path.cwd()) if where.is_absolute() and where.is_relative_to(Path.cwd()) else where
+    print(f"monitor: FIDeL, semantic filter {semantic}" + (f" ({where})" if "path" in options else ""))
     recipe()
     return recipe
 

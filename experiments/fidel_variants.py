@@ -26,9 +26,12 @@ import numpy as np
 import torch
 
 from envs.cli import parse_config
-from monitor.dataset import DatasetConfig, default_path
+from monitor.dataset import simfails_path
 from monitor.encoders import EncoderConfig, PatchEncoder
-from monitor.evaluate import LABELS, CachedEncoder, Split, auroc, episode_group, fit_monitor, score_baseline
+from monitor.evaluate import (
+    LABELS, CachedEncoder, Split, episode_group, fit_monitor, markdown_table, score_baseline,
+)  # fmt: skip
+from monitor.metrics import auroc
 from monitor.fidel import FidelConfig
 
 # Variants: changes to FidelConfig fields (ot.* / memory.* keys go to OTConfig / MemoryConfig) from FIDeL as
@@ -129,12 +132,18 @@ def configure(base: FidelConfig, changes: dict | None) -> FidelConfig:
     return replace(base, ot=replace(base.ot, **ot), memory=replace(base.memory, **memory), **rest)
 
 
-def features_of(split: Split, encoder: PatchEncoder, cache: Path) -> list[torch.Tensor]:
-    if cache.is_file():
-        return torch.load(cache)
-    features = [encoder.encode(split.frames[a:b]) for a, b in zip(split.bounds[:-1], split.bounds[1:])]
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(features, cache)
+def cached_features(path: Path, splits: dict[str, Split], encoder: PatchEncoder) -> dict[str, list[torch.Tensor]]:
+    """Per split, each episode's patch features, cached in outputs/fidel_variants/ by data file and encoder config."""
+    key = hashlib.blake2b(f"{path.resolve()}:{path.stat().st_mtime}:{encoder.config}".encode(), digest_size=8)
+    features = {}
+    for name, split in splits.items():
+        cache = Path("outputs/fidel_variants") / f"{name}-{key.hexdigest()}.pt"
+        if cache.is_file():
+            features[name] = torch.load(cache)
+            continue
+        features[name] = [encoder.encode(split.frames[a:b]) for a, b in zip(split.bounds[:-1], split.bounds[1:])]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(features[name], cache)
     return features
 
 
@@ -153,19 +162,15 @@ def fit_fidel(config: FidelConfig, task: str, fit: Split, encoder: CachedEncoder
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(VariantsConfig, argv)
     torch.set_num_threads(1)
-    path = Path(config.data) if config.data else default_path(DatasetConfig(task=config.task, policy=config.policy))
+    path = simfails_path(config.data, config.task, config.policy)
     splits = {name: Split.read(path, name) for name in ("fit", "filter")}
     encoder_config = EncoderConfig() if not config.stages else EncoderConfig(
         stages=tuple(int(s) for s in config.stages.split(","))
     )
     base = FidelConfig(alpha=config.alpha, encoder=encoder_config)
-    key = hashlib.blake2b(f"{path.resolve()}:{path.stat().st_mtime}:{encoder_config}".encode(), digest_size=8)
     encoder = PatchEncoder(encoder_config)
     started = time.perf_counter()
-    features = {
-        name: features_of(split, encoder, Path("outputs/fidel_variants") / f"{name}-{key.hexdigest()}.pt")
-        for name, split in splits.items()
-    }
+    features = cached_features(path, splits, encoder)
     cached = CachedEncoder(encoder)
     fit = splits["fit"]
     cached._cache.update(zip((cached._key(f) for f in fit.frames), torch.cat(features["fit"])))
@@ -209,9 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             row.append(f"{100 * auroc(scores[chosen], test.anomaly[chosen]):.1f}")
         rows.append(row + [f"{time.perf_counter() - started:.0f}"])
         print(" | ".join(rows[-1]), flush=True)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    table = "\n".join(lines)
+    table = markdown_table(header, rows)
     print(table)
     if config.out:
         command = "python -m experiments.fidel_variants " + " ".join(argv if argv is not None else sys.argv[1:])

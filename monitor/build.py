@@ -111,6 +111,33 @@ def build_monitor(
     return monitor
 
 
+SEMANTIC_CHOICES = ("auto", "none", "vlm", "trained")
+"""Semantic filter settings of a monitor recipe: monitor.semantic's backends plus auto (the policy's shipped
+trained filter where one ships, else none)."""
+
+
+def resolve_semantic(name: str, options: dict[str, Any], policy: str) -> tuple[str, dict[str, Any]]:
+    """The backend and options a semantic setting means for `policy`: `auto` → `trained` with the policy's shipped
+    filter (monitor/filters/<policy>, written by `python -m monitor.train_filter`) or `none` where none ships;
+    `trained` without a path → the shipped filter, or an error saying how to get one."""
+    from monitor.train_filter import shipped_filter, shipped_filter_names
+
+    if name not in SEMANTIC_CHOICES:
+        raise ValueError(f"unknown semantic filter {name!r}; valid: {', '.join(SEMANTIC_CHOICES)}")
+    shipped = shipped_filter(policy)
+    if name == "auto":
+        return ("none", {}) if shipped is None else ("trained", {**options, "path": str(shipped)})
+    if name == "trained" and "path" not in options:
+        if shipped is None:
+            raise ValueError(
+                f"no trained semantic filter ships for policy {policy!r} (shipped for: "
+                f"{', '.join(shipped_filter_names()) or 'none'}); pass semantic_options.path=<folder> or train one "
+                f"with python -m monitor.train_filter policy={policy}"
+            )
+        return name, {**options, "path": str(shipped)}
+    return name, options
+
+
 @dataclass(frozen=True)
 class MonitorRecipe:
     """A runtime monitor as settings: calling it builds the monitor (from the cache after the first time) with its
@@ -122,15 +149,20 @@ class MonitorRecipe:
     seed: int = 100_000
     config: FidelConfig = FidelConfig()
     semantic: str = "none"
-    """Semantic filter backend (monitor.semantic): none (every anomaly is a failure), vlm or trained."""
+    """Semantic filter (SEMANTIC_CHOICES): auto, none (every anomaly is a failure), vlm or trained."""
     semantic_options: dict[str, Any] = field(default_factory=dict)
     """The backend's options, e.g. {"path": ...} for trained, {"base_url": ..., "model": ...} for vlm."""
+
+    def semantic_filter(self) -> tuple[str, dict[str, Any]]:
+        """(backend, options) the semantic setting resolves to for this policy (see `resolve_semantic`)."""
+        return resolve_semantic(self.semantic, self.semantic_options, self.policy)
 
     def __call__(self) -> FidelMonitor:
         from monitor.semantic import build_semantic_filter
 
         # The filter first: a bad backend name or option fails before minutes of fitting.
-        semantic_filter = build_semantic_filter(self.semantic, **self.semantic_options)
+        name, options = self.semantic_filter()
+        semantic_filter = build_semantic_filter(name, **options)
         monitor = build_monitor(self.task, self.policy, self.episodes, self.seed, config=self.config)
-        monitor.semantic_filter = None if self.semantic == "none" else semantic_filter
+        monitor.semantic_filter = None if name == "none" else semantic_filter
         return monitor

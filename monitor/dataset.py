@@ -265,6 +265,11 @@ def default_path(config: DatasetConfig) -> Path:
     return Path(config.out or f"data/simfails_{config.task}_{Path(config.policy).name}.hdf5")
 
 
+def simfails_path(data: str, task: str, policy: str) -> Path:
+    """The SimFails file a reader means: `data` when given, else where `monitor.dataset` writes for task and policy."""
+    return Path(data) if data else default_path(DatasetConfig(task=task, policy=policy))
+
+
 def written_jobs(path: Path) -> set[Job]:
     """Jobs already in the file (for resuming)."""
     if not path.exists():

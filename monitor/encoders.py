@@ -246,3 +246,24 @@ class PatchEncoder:
     def encode(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
         """Patch features of many frames, `batch_size` at a time (bounded memory)."""
         return torch.cat([self(frames[i : i + batch_size]) for i in range(0, len(frames), batch_size)])
+
+    def fingerprint(self, frame_shape: tuple[int, ...]) -> torch.Tensor:
+        """Features (P, F) of a fixed synthetic frame: saved with anything fitted on this encoder's output, they
+        change when its weights, timm or torch do."""
+        return self(probe_image(tuple(frame_shape))[None])[0]
+
+    def check_fingerprint(self, saved: torch.Tensor, frame_shape: tuple[int, ...], what: str) -> None:
+        """Raises when this encoder's fingerprint differs from `saved`, the one `what` was fitted with."""
+        now = self.fingerprint(frame_shape)
+        if now.shape != saved.shape or not torch.allclose(now, saved, rtol=1e-3, atol=1e-3):
+            raise ValueError(
+                f"the encoder's output differs from when {what} was fitted (weights, timm or torch changed); refit it"
+            )
+
+
+def probe_image(shape: tuple[int, ...]) -> np.ndarray:
+    """A fixed synthetic frame (H, W, 3) uint8 of smooth gradients and ripples."""
+    h, w, _ = shape
+    y, x = np.mgrid[0:h, 0:w]
+    channels = [255 * x / max(w - 1, 1), 255 * y / max(h - 1, 1), 127 + 120 * np.sin(x / 5.0) * np.cos(y / 7.0)]
+    return np.stack(channels, -1).astype(np.uint8)

@@ -29,12 +29,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from envs.cli import parse_config
-from monitor.dataset import FAILURE_EVENTS, NON_VISUAL_FAMILIES, DatasetConfig, default_path, read_split
+from monitor.dataset import FAILURE_EVENTS, NON_VISUAL_FAMILIES, read_split, simfails_path
+from monitor.metrics import auroc, f1_optimal, rates
+
+if TYPE_CHECKING:
+    from monitor.semantic import Example
 
 METHODS = ("fidel", "padim", "padim_step", "patchcore", "autoencoder")
 LABELS = {
@@ -71,64 +76,6 @@ class EvaluateConfig:
     """How the dataset was made, for the report (empty = `python -m monitor.dataset task=<task>`)."""
 
 
-# -- metrics ---------------------------------------------------------------------------------------------------------
-
-
-def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
-    if scores.shape != labels.shape or scores.ndim != 1:
-        raise ValueError(f"scores and labels must be 1-D of one length, got {scores.shape} and {labels.shape}")
-    if not np.isfinite(scores).all():
-        raise ValueError("scores contain NaN or infinite values")
-    return scores, labels
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve = P(score of a random positive > a random negative), ties counting half
-    (the Mann–Whitney U statistic); NaN when a class is missing."""
-    scores, labels = _check(scores, labels)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    ranks = average_ranks(scores)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def f1_optimal(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(best F1 over all thresholds "score ≥ t", that t)."""
-    scores, labels = _check(scores, labels)
-    if not labels.any():
-        return float("nan"), float("nan")
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    last = np.r_[s[1:] != s[:-1], True]  # the last of each group of tied scores: flag everything ≥ it
-    true_positives = np.cumsum(y)[last]
-    flagged = (np.arange(1, len(s) + 1))[last]
-    f1 = 2 * true_positives / (flagged + labels.sum())
-    best = int(np.argmax(f1))
-    return float(f1[best]), float(s[last][best])
-
-
-def rates(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """TPR, TNR, balanced accuracy and weighted accuracy β·TPR + (1−β)·TNR (β = share of negatives)."""
-    predicted, labels = np.asarray(predicted).astype(bool), np.asarray(labels).astype(bool)
-    tpr = float(predicted[labels].mean()) if labels.any() else float("nan")
-    tnr = float((~predicted[~labels]).mean()) if (~labels).any() else float("nan")
-    beta = float((~labels).mean())
-    return {"tpr": tpr, "tnr": tnr, "balanced": (tpr + tnr) / 2, "weighted": beta * tpr + (1 - beta) * tnr}
-
-
 # -- scoring ---------------------------------------------------------------------------------------------------------
 
 
@@ -154,6 +101,9 @@ class CachedEncoder:
         return torch.stack([self._cache[k] for k in keys])
 
     __call__ = encode
+
+    def fingerprint(self, frame_shape: tuple[int, ...]) -> torch.Tensor:
+        return self.encoder.fingerprint(frame_shape)
 
 
 @dataclass
@@ -288,6 +238,21 @@ def filter_examples(scored: Scored, bounds: np.ndarray, decision: str, per_episo
     return np.array(picks, dtype=int)
 
 
+def flagged_examples(
+    references: np.ndarray, scored: Scored, split: Split, decision: str, per_episode: int
+) -> list[Example]:
+    """Training examples for a trained semantic filter: up to `per_episode` frames per episode that the monitor
+    flagged (thresholding `decision`), each with the monitor's reference frame and heatmap, labelled by the frame's
+    simulator `failure` label."""
+    from monitor.semantic import Example
+
+    picks = filter_examples(scored, split.bounds, decision, per_episode)
+    return [
+        Example(references[scored.reference[i]], split.frames[i], scored.heatmap[i], bool(split.failure[i]))
+        for i in picks
+    ]
+
+
 @dataclass
 class Split:
     """One split's episodes, with frames and labels concatenated over episodes."""
@@ -328,17 +293,13 @@ def end_to_end(
             for i in where:
                 is_failure[i] = vlm(monitor.instruction, references[s.reference[i]], test.frames[i], s.heatmap[i])[0]
         return is_failure, f"{LABELS[method]}: vlm filter ({config.vlm_model}) on {len(where)} flagged test frames"
-    f = scored[method, "filter"]
-    picks = filter_examples(f, filter_split.bounds, decision, config.filter_examples)
-    labels = filter_split.failure[picks]
-    if len(picks) < 2 or labels.all() or not labels.any():
+    examples = flagged_examples(references, scored[method, "filter"], filter_split, decision, config.filter_examples)
+    labels = np.array([e.is_failure for e in examples], dtype=bool)
+    if len(examples) < 2 or labels.all() or not labels.any():
         return None, (
             f"{LABELS[method]}: no trained filter ({int(labels.sum())} failure / {int((~labels).sum())} benign flagged "
             "frames in the filter split)"
         )
-    examples = [
-        (references[f.reference[i]], filter_split.frames[i], f.heatmap[i], bool(filter_split.failure[i])) for i in picks
-    ]
     with timer(f"trained filter {method}"):
         trained = TrainedFilter.fit(examples, encoder=encoder)
         for start in range(0, len(where), 256):
@@ -365,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     filters = _choice(config.filters, FILTERS, "filter(s)")
     if "vlm" in filters and not config.vlm_base_url:
         filters.remove("vlm")
-    path = Path(config.data) if config.data else default_path(DatasetConfig(task=config.task, policy=config.policy))
+    path = simfails_path(config.data, config.task, config.policy)
     if not path.is_file():
         raise SystemExit(
             f"error: no SimFails file {str(path)!r}; make it with python -m monitor.dataset task={config.task}"
@@ -472,37 +433,39 @@ def main(argv: list[str] | None = None) -> None:
         "on the `filter` split. Every number below is on the `test` split, frames pooled over episodes; nothing was "
         "tuned on it. Label rules: monitor/dataset.py. Method details: monitor/baselines/.", "",
         "## Dataset", "",
-        _table(["split", "kind", "episodes", "failed", "frames", "anomaly frames", "failure frames"], dataset_rows), "",
-        "## Issue targets", "", _table(["quantity", "measured", "target", ""], target_rows), "",
+        markdown_table(
+            ["split", "kind", "episodes", "failed", "frames", "anomaly frames", "failure frames"], dataset_rows
+        ), "",
+        "## Targets", "", markdown_table(["quantity", "measured", "target", ""], target_rows), "",
         "## Anomaly detection, raw frame scores", "",
-        _table(["method", "AUROC (anomaly)", "F1@optimal", "AUROC (failure)"], raw_rows), "",
+        markdown_table(["method", "AUROC (anomaly)", "F1@optimal", "AUROC (failure)"], raw_rows), "",
         "## Anomaly detection, thresholded (is_anomaly vs anomaly labels)", "",
         "Weighted accuracy = β·TPR + (1−β)·TNR with β the share of normal frames.", "",
-        _table(["method", "thresholding", "TPR", "TNR", "balanced acc", "weighted acc"], threshold_rows), "",
+        markdown_table(["method", "thresholding", "TPR", "TNR", "balanced acc", "weighted acc"], threshold_rows), "",
         "## AUROC by kind of test episode (its frames and the nominal test episodes' frames)", "",
-        _table(["episodes", "n", "anomalous frames", *(LABELS[m] for m in methods)], group_rows), "",
+        markdown_table(["episodes", "n", "anomalous frames", *(LABELS[m] for m in methods)], group_rows), "",
         "## End-to-end failure detection (is_failure vs failure labels)", "",
         "FIDeL decides anomalies with CP-time&space, the baselines with their calibrated threshold; the filter then "
         "judges each anomalous frame. Episode level: flagged = any frame judged a failure, truth = the episode "
         "failed." + ("" if "vlm" in filters else " The vlm filter was not run (no endpoint: set vlm_base_url)."), "",
-        _table(["method", "filter", "frame TPR", "frame TNR", "frame bal. acc", "episode TPR", "episode TNR",
+        markdown_table(["method", "filter", "frame TPR", "frame TNR", "frame bal. acc", "episode TPR", "episode TNR",
                 "episode bal. acc"], end_rows), "",
         *(f"- {note}" for note in notes), "",
         "## Wall time (s)", "",
-        _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in timer.seconds.items()]), "",
+        markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in timer.seconds.items()]), "",
         f"Load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end; torch on 1 thread.", "",
     ]  # fmt: skip
     out = Path(config.out or f"experiments/results/monitor_{config.task}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
-    print("\n".join(lines[lines.index("## Issue targets") :]))
+    print("\n".join(lines[lines.index("## Targets") :]))
     print(f"wrote {out}")
     best = max((area[m] for m in baselines), default=float("nan"))
     fidel = area.get("fidel", float("nan"))
     print(f"fidel_auroc: {100 * fidel:.1f}  best_baseline_auroc: {100 * best:.1f}  margin: {100 * (fidel - best):.1f}")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from monitor.base import MonitorOutput, SemanticFilter
+from monitor.config_dicts import config_from_dict
 from monitor.conformal import ConformalBand, GaussianBand, Scores, split_episodes
 from monitor.encoders import EncoderConfig, PatchEncoder
 from monitor.memory import Memory, MemoryConfig
@@ -146,25 +147,7 @@ class FidelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FidelConfig":
-        data = dict(data)
-        encoder = {**data.pop("encoder")}
-        encoder["stages"] = tuple(encoder["stages"])
-        mask = data.pop("patch_mask", None)
-        return cls(
-            encoder=EncoderConfig(**encoder),
-            memory=MemoryConfig(**data.pop("memory")),
-            ot=OTConfig(**data.pop("ot")),
-            patch_mask=None if mask is None else tuple(mask),
-            **data,
-        )
-
-
-def probe_image(shape: tuple[int, ...]) -> np.ndarray:
-    """A fixed synthetic frame whose features fingerprint the encoder (weights, timm version, projection)."""
-    h, w, _ = shape
-    y, x = np.mgrid[0:h, 0:w]
-    channels = [255 * x / max(w - 1, 1), 255 * y / max(h - 1, 1), 127 + 120 * np.sin(x / 5.0) * np.cos(y / 7.0)]
-    return np.stack(channels, -1).astype(np.uint8)
+        return config_from_dict(cls, data)
 
 
 class FidelMonitor:
@@ -249,7 +232,7 @@ class FidelMonitor:
                 scores(split.centre + split.width, "score"), memory.steps, config.gaussian_z, radius=config.band_radius
             ),
         }  # fmt: skip
-        fingerprint = encoder(probe_image(memory.reference_frames.shape[1:])[None])[0]
+        fingerprint = encoder.fingerprint(memory.reference_frames.shape[1:])
         return cls(task, instruction, config, encoder, memory, prior, bands, fingerprint, semantic_filter)
 
     # -- the Monitor protocol --------------------------------------------------------------------------------------
@@ -351,13 +334,8 @@ class FidelMonitor:
             "gaussian": GaussianBand.from_arrays(arrays("gaussian")),
         }
         patch_encoder = PatchEncoder(config.encoder)
-        now = patch_encoder(probe_image(memory.reference_frames.shape[1:])[None])[0]
         fingerprint = tensors["fingerprint"]
-        if now.shape != fingerprint.shape or not torch.allclose(now, fingerprint, rtol=1e-3, atol=1e-3):
-            raise ValueError(
-                f"the encoder's output differs from when the monitor in {str(path)!r} was fitted "
-                f"(weights, timm or torch changed); refit it"
-            )
+        patch_encoder.check_fingerprint(fingerprint, memory.reference_frames.shape[1:], f"the monitor in {str(path)!r}")
         return cls(
             meta["task"], meta["instruction"], config, patch_encoder, memory, tensors["prior"], bands, fingerprint,
             semantic_filter,

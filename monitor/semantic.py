@@ -498,7 +498,7 @@ class TrainedFilter:
             model.eval()
             with torch.no_grad():
                 accuracy = float(((torch.sigmoid(model(z)[:, 0]) > config.threshold) == y.bool()).float().mean())
-            fingerprint = _fingerprint(encoder, shapes.pop())
+            fingerprint = encoder.fingerprint(shapes.pop())
         stats = {"examples": len(examples), "failures": int(positives), "train_accuracy": accuracy}
         return cls(encoder, config, model, mean, std, examples[0].frame.shape, fingerprint, stats)
 
@@ -549,10 +549,10 @@ class TrainedFilter:
             raise FileNotFoundError(
                 f"no saved trained filter in {str(path)!r} (expected {FILTER_JSON} and {FILTER_TENSORS})"
             )
-        import torch
         from safetensors.torch import load_file
 
-        from monitor.encoders import PatchEncoder
+        from monitor.config_dicts import config_from_dict
+        from monitor.encoders import EncoderConfig, PatchEncoder
 
         meta = json.loads((path / FILTER_JSON).read_text())
         if meta.get("format") != FORMAT_VERSION or meta.get("kind") != "trained":
@@ -560,17 +560,13 @@ class TrainedFilter:
                 f"{str(path)!r} holds format {meta.get('format')!r} kind {meta.get('kind')!r}; this code reads "
                 f"format {FORMAT_VERSION} kind 'trained'"
             )
-        saved = _encoder_config(meta["encoder"])
+        saved = config_from_dict(EncoderConfig, meta["encoder"])
         if encoder is not None and encoder.config != saved:
             raise ValueError(f"the filter in {str(path)!r} was fitted with encoder {saved}, not {encoder.config}")
         encoder = encoder or PatchEncoder(saved)
         tensors = load_file(path / FILTER_TENSORS)
         frame_shape = tuple(meta["frame_shape"])
-        if not torch.allclose(_fingerprint(encoder, frame_shape), tensors["fingerprint"], rtol=1e-3, atol=1e-3):
-            raise ValueError(
-                f"the encoder's output differs from when the filter in {str(path)!r} was fitted "
-                f"(weights, timm or torch changed); refit it"
-            )
+        encoder.check_fingerprint(tensors["fingerprint"], frame_shape, f"the filter in {str(path)!r}")
         config = TrainedConfig(**meta["config"])
         model = _classifier(tensors["feature_mean"].shape[0], config.hidden)
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -578,18 +574,6 @@ class TrainedFilter:
             encoder, config, model, tensors["feature_mean"], tensors["feature_std"], frame_shape,
             tensors["fingerprint"], meta["stats"],
         )  # fmt: skip
-
-
-def _encoder_config(data: dict[str, Any]) -> EncoderConfig:
-    from monitor.encoders import EncoderConfig
-
-    return EncoderConfig(**{**data, "stages": tuple(data["stages"])})
-
-
-def _fingerprint(encoder: PatchEncoder, frame_shape: tuple[int, ...]) -> torch.Tensor:
-    from monitor.fidel import probe_image
-
-    return encoder(probe_image(tuple(frame_shape))[None])[0]
 
 
 def examples_from_failures(

@@ -15,7 +15,9 @@ from diagnosis.continuous_search import ContinuousSearch, PolicySpace, density_s
 from diagnosis.embed import EmbedConfig, train_embedding
 from diagnosis.rank_unseen import main as rank_unseen_main
 from diagnosis.search import main_continuous
-from fake_embeddings import FAILING, PASSING, colour_features, hashed_text, known_embeddings, separable_rows, write_dataset
+from fake_embeddings import (
+    FAILING, PASSING, colour_features, hashed_text, known_embeddings, separable_rows, write_dataset,
+)  # fmt: skip
 
 torch.set_num_threads(1)
 
@@ -125,7 +127,9 @@ def embedding_dir(tmp_path_factory):
     sentence model is faked (importing sentence-transformers alone takes ~10 s; tests/test_embedding.py runs it)."""
     root = tmp_path_factory.mktemp("continuous")
     run = write_dataset(root / "search", separable_rows(40))
-    config = EmbedConfig(data=str(run), epochs=20, dim=16, hidden=32, batch_size=32, cache="none", exclude=",".join(HELD_OUT))
+    config = EmbedConfig(
+        data=str(run), epochs=20, dim=16, hidden=32, batch_size=32, cache="none", exclude=",".join(HELD_OUT)
+    )
     return train_embedding(config, text_encoder=hashed_text, progress=False).save(root / "embedding")
 
 
@@ -137,16 +141,19 @@ def search_run(embedding_dir, tmp_path_factory):
 
 def test_continuous_search_ranks_the_known_perturbations(search_run):
     run_dir, summary = search_run
-    assert summary["status"] == "complete" and summary["method"] == "continuous" and summary["budget"]["search_steps"] >= 256
+    assert summary["status"] == "complete" and summary["method"] == "continuous"
+    assert summary["budget"]["search_steps"] >= 256
     assert {r["perturbation"] for r in summary["ranking"]} == set(FAILING + PASSING)
     assert summary["held_out"] == list(HELD_OUT) and not set(HELD_OUT) & set(summary["unseen"])
     assert [c["steps"] for c in summary["curve"]] == [0, 128, 256]
     assert summary["ground_truth"]["compared"] == 6
     assert json.loads((run_dir / "summary.json").read_text())["ranking"] == summary["ranking"]
+    assert (run_dir / "radar.png").stat().st_size > 10_000
     loaded = ContinuousSearch.load(run_dir)
     rows = {r["perturbation"]: r["log_density"] for r in summary["ranking"]}
     for name, value in rows.items():
-        assert loaded.log_density(loaded.known.embeddings[loaded.known.rows_of(name)]).mean() == pytest.approx(value, rel=1e-4)
+        embeddings = loaded.known.embeddings[loaded.known.rows_of(name)]
+        assert loaded.log_density(embeddings).mean() == pytest.approx(value, rel=1e-4)
 
 
 def test_search_cli_dispatches_continuous(embedding_dir, tmp_path):

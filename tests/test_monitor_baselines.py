@@ -75,6 +75,38 @@ def test_baseline_scores_anomalies_above_nominal_and_follows_the_protocol(monito
         assert heatmaps[-1][5:, :3].mean() > 2 * heatmaps[-1][0].mean()
 
 
+
+@pytest.mark.parametrize("name", ["padim", "padim_step", "patchcore", "autoencoder"])
+def test_baseline_save_load_round_trip(monitors, name, tmp_path):
+    from monitor.baselines import ThresholdMonitor
+
+    monitor = monitors[name]
+    monitor.save(tmp_path / name)
+    loaded = ThresholdMonitor.load(tmp_path / name, task="lift")
+    assert type(loaded) is type(monitor) and loaded.config == monitor.config
+    assert loaded.threshold == monitor.threshold and loaded.uses_time == monitor.uses_time
+    np.testing.assert_array_equal(loaded.reference_frames, monitor.reference_frames)
+    frames = np.stack([*stream(101)[:6], *map(anomalous, stream(101)[6:])])
+    np.testing.assert_array_equal(loaded.score_episode(frames)[0], monitor.score_episode(frames)[0])
+    with pytest.raises(ValueError, match="fitted for task 'lift', not 'can'"):
+        ThresholdMonitor.load(tmp_path / name, task="can")
+    other = PatchCoreMonitor if name != "patchcore" else PadimMonitor
+    with pytest.raises(ValueError, match=f"holds a {monitor.kind} monitor, not {other.kind}"):
+        other.load(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="no saved monitor"):
+        ThresholdMonitor.load(tmp_path / "missing")
+
+
+def test_baseline_load_refuses_a_changed_encoder(monitors, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = monitors["padim"].save(tmp_path / "padim")
+    tensors = load_file(path / "monitor.safetensors")
+    tensors["fingerprint"] = tensors["fingerprint"] + 1
+    save_file(tensors, path / "monitor.safetensors")
+    with pytest.raises(ValueError, match="encoder's output differs"):
+        PadimMonitor.load(path)
+
 def test_semantic_filter_decides_failure_with_a_reference_frame(monitors):
     monitor = monitors["patchcore"]
     seen = []
@@ -131,25 +163,3 @@ def test_greedy_coreset_covers_the_points():
     covering = torch.cdist(points, points[chosen]).min(1).values.max()
     random = torch.cdist(points, points[:50]).min(1).values.max()
     assert covering < random  # farthest-point selection leaves no point as far out as a random subset does
-
-
-def test_auroc_and_f1_helpers_match_references():
-    from monitor.evaluate import auroc, f1_optimal, rates
-
-    rng = np.random.default_rng(0)
-    labels = rng.random(400) < 0.3
-    scores = np.round(rng.normal(size=400) + labels, 1)  # rounded: many ties
-    # Reference AUROC by brute force over all positive/negative pairs, ties counting half.
-    pos, neg = scores[labels][:, None], scores[~labels][None, :]
-    brute = ((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size)
-    assert auroc(scores, labels) == pytest.approx(brute, abs=1e-12)
-    best = max(
-        2 * (labels & (scores >= t)).sum() / ((scores >= t).sum() + labels.sum()) for t in np.unique(scores)
-    )
-    assert f1_optimal(scores, labels)[0] == pytest.approx(best, abs=1e-12)
-    assert auroc(np.arange(4.0), np.array([0, 0, 1, 1])) == 1.0 and np.isnan(auroc(np.ones(3), np.zeros(3)))
-    metrics = pytest.importorskip("sklearn.metrics")
-    assert auroc(scores, labels) == pytest.approx(metrics.roc_auc_score(labels, scores), abs=1e-12)
-    r = rates(np.array([1, 1, 0, 0, 0]), np.array([1, 0, 0, 0, 1]))
-    assert r["tpr"] == 0.5 and r["tnr"] == pytest.approx(2 / 3) and r["balanced"] == pytest.approx(7 / 12)
-    assert r["weighted"] == pytest.approx(0.6 * 0.5 + 0.4 * 2 / 3)

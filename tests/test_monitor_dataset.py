@@ -155,3 +155,30 @@ def test_evaluate_cli_writes_every_table(tmp_path, capsys):
     assert last.startswith("fidel_auroc: ") and "margin:" in last
     fidel_auroc = float(last.split()[1])
     assert fidel_auroc > 90  # the synthetic anomalies are blatant
+
+
+def test_train_filter_cli_writes_a_filter_that_tells_failures_from_benign_anomalies(tmp_path, capsys):
+    from monitor.dataset import read_split
+    from monitor.fidel import FidelConfig, FidelMonitor
+    from monitor.semantic import build_semantic_filter
+    from monitor.train_filter import main as train_filter
+
+    data = tmp_path / "simfails.hdf5"
+    synthetic_simfails(data)
+    fit = [e["frames"] for e in read_split(data, "fit")]
+    FidelMonitor.fit("lift", fit, FidelConfig(alpha=0.3)).save(tmp_path / "monitor")
+    train_filter([f"data={data}", f"monitor={tmp_path / 'monitor'}", f"out={tmp_path / 'filter'}"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("trained on ") and lines[1].endswith("filter")
+    # Held-out synthetic test split: without a filter every flagged frame is a failure; the filter keeps the
+    # failures (dark slab) and drops the benign cyan boxes.
+    numbers = [float(w.rstrip(",")) for w in lines[-1].replace("/", " ").split() if w[0].isdigit() and "." in w]
+    tpr_before, tnr_before, tpr_after, tnr_after = numbers
+    assert tnr_after > tnr_before + 0.2 and tpr_after >= tpr_before - 0.05
+    trained = build_semantic_filter("trained", path=tmp_path / "filter")
+    test = read_split(data, "test")
+    failing = next(e for e in test if e["outcome"] == "failure")["frames"][8]
+    benign = next(e for e in test if e["perturbation"] == "benign")["frames"][8]
+    reference = fit[0][8]
+    heat = np.ones((7, 7))
+    assert trained("lift", reference, failing, heat)[0] and not trained("lift", reference, benign, heat)[0]

@@ -65,3 +65,19 @@ def test_cache_root_follows_failscope_cache(monkeypatch, tmp_path):
     finally:
         monkeypatch.undo()
         importlib.reload(monitor.build)
+
+
+def test_semantic_auto_uses_the_policy_s_shipped_filter_else_none():
+    from monitor.build import resolve_semantic
+    from monitor.train_filter import shipped_filter
+
+    shipped = shipped_filter("lift_bc_image")
+    assert shipped is not None and (shipped / "semantic_filter.safetensors").is_file()
+    assert resolve_semantic("auto", {}, "lift_bc_image") == ("trained", {"path": str(shipped)})
+    assert resolve_semantic("trained", {}, "lift_bc_image") == ("trained", {"path": str(shipped)})
+    assert resolve_semantic("auto", {}, "scripted") == ("none", {})
+    assert resolve_semantic("trained", {"path": "x"}, "scripted") == ("trained", {"path": "x"})
+    with pytest.raises(ValueError, match="no trained semantic filter ships for policy 'scripted'.*train_filter"):
+        resolve_semantic("trained", {}, "scripted")
+    with pytest.raises(ValueError, match="valid: auto, none, vlm, trained"):
+        resolve_semantic("oracle", {}, "lift_bc_image")

@@ -81,7 +81,7 @@ def test_default_cli_with_parallel_workers_writes_every_output(tmp_path):
         (["policy.name=nope"], "valid policies: scripted"),
         (["ground_truth=experiments/results/ground_truth_lift_bc_image.json"], "not 'tests.fake_policies:BlueAverse'"),
         (["search.outcome=monitor"], "needs a monitor"),
-        (["monitor=fidel", "monitor.semantic=oracle"], "valid: none, vlm, trained"),
+        (["monitor=fidel", "monitor.semantic=oracle"], "valid: auto, none, vlm, trained"),
     ],
 )
 def test_bad_input_is_refused_before_any_rollout(tmp_path, overrides, message):

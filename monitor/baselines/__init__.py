@@ -1,7 +1,7 @@
 """FIDeL's baselines under the same Monitor interface, fitted on the same nominal split with thresholds calibrated the
 same way: `padim` (per-position Gaussians of the patch features, no OT), `patchcore` (nearest neighbours in a memory
 bank of patch features), `autoencoder` (reconstruction error of a small conv autoencoder); `base` holds what they
-share."""
+share, saving and loading included (`ThresholdMonitor.load` reads any of them)."""
 
 from monitor.baselines.autoencoder import AutoencoderConfig, AutoencoderMonitor
 from monitor.baselines.base import Calibration, ThresholdMonitor, calibrated_threshold

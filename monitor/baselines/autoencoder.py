@@ -103,6 +103,15 @@ class AutoencoderScorer:
     def __init__(self, model: ConvAutoencoder, config: AutoencoderConfig):
         self.model, self.config = model, config
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict())
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: AutoencoderConfig) -> "AutoencoderScorer":
+        model = ConvAutoencoder(config.image_size, config.width, config.latent)
+        model.load_state_dict(tensors)
+        return cls(model.eval(), config)
+
     @torch.inference_mode()
     def score(self, frames: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = to_input(frames, self.config.image_size)
@@ -112,7 +121,9 @@ class AutoencoderScorer:
 
 
 class AutoencoderMonitor(ThresholdMonitor):
-    """The autoencoder baseline as a runtime monitor; build it with `fit`."""
+    """The autoencoder baseline as a runtime monitor; build it with `fit` or `load`."""
+
+    kind, config_class, scorer_class = "autoencoder", AutoencoderConfig, AutoencoderScorer
 
     @classmethod
     def fit(
@@ -128,4 +139,4 @@ class AutoencoderMonitor(ThresholdMonitor):
             frames = np.concatenate([nominal_episodes[i] for i in learn])
             return AutoencoderScorer(train_autoencoder(frames, config), config)
 
-        return cls.fit_scorer(task, nominal_episodes, config.calibration, build, semantic_filter=semantic_filter)
+        return cls.fit_scorer(task, nominal_episodes, config, build, semantic_filter=semantic_filter)

@@ -5,19 +5,24 @@ promise as FIDeL's bands — a new nominal episode raises any alarm with probabi
 ⌈(n+1)(1−α)⌉-th smallest of the n calibration episodes' maximum frame scores (split conformal prediction on the
 per-episode maximum), so no anomalies are needed to pick it.
 
-`ThresholdMonitor` wraps a per-frame scorer and that threshold in the Monitor protocol (`reset`, `step`).
+`ThresholdMonitor` wraps a per-frame scorer and that threshold in the Monitor protocol (`reset`, `step`), and
+saves / loads a fitted baseline as JSON + safetensors (no pickle), refusing another task or a changed encoder.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from monitor.base import MonitorOutput, SemanticFilter
+from monitor.config_dicts import config_from_dict
 from monitor.conformal import Split, conformal_rank, min_calibration_episodes, split_episodes
 from monitor.encoders import PatchEncoder
 from monitor.fidel import TORCH_THREADS, torch_threads
@@ -60,6 +65,10 @@ class FrameScorer(Protocol):
         """(B,) float64 scores and (B, grid, grid) float32 heatmaps of uint8 frames (B, H, W, 3)."""
         ...
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What the fitted scorer learned, for safetensors; `from_tensors(tensors, config)` rebuilds it."""
+        ...
+
 
 class FeatureScorer(FrameScorer, Protocol):
     """A scorer over PatchEncoder features: evaluations encode each frame once and share it between monitors."""
@@ -100,20 +109,31 @@ def check_nominal(episodes: Sequence[np.ndarray]) -> tuple[int, ...]:
     return shapes[0]
 
 
+FORMAT_VERSION = 1
+
+
 class ThresholdMonitor:
-    """A per-frame scorer with a calibrated score threshold, as a runtime monitor."""
+    """A per-frame scorer with a calibrated score threshold, as a runtime monitor. Subclasses name their `kind`,
+    config class and scorer class, which `save` / `load` use."""
+
+    kind: ClassVar[str] = ""
+    config_class: ClassVar[type]
+    scorer_class: ClassVar[Any]
+    """Has `from_tensors(tensors, config)`."""
 
     def __init__(
         self,
         task: str,
         instruction: str,
+        config: Any,
         scorer: FrameScorer,
         threshold: float,
         reference_frames: np.ndarray,
         uses_time: bool = False,
         semantic_filter: SemanticFilter | None = None,
     ):
-        self.task, self.instruction, self.scorer, self.threshold = task, instruction, scorer, threshold
+        self.task, self.instruction, self.config = task, instruction, config
+        self.scorer, self.threshold = scorer, threshold
         self.reference_frames = reference_frames
         """(T, H, W, 3): the nominal frame shown to the semantic filter at step t (clamped to the last)."""
         self.uses_time = uses_time
@@ -129,18 +149,19 @@ class ThresholdMonitor:
         cls,
         task: str,
         nominal_episodes: Sequence[np.ndarray],
-        calibration: Calibration,
+        config: Any,
         build: Callable[[list[int]], FrameScorer],
         uses_time: bool = False,
         semantic_filter: SemanticFilter | None = None,
         score_nominal: Callable[[FrameScorer, int], np.ndarray] | None = None,
     ) -> "ThresholdMonitor":
-        """Splits the episodes, builds the scorer from the learning episodes' indices, calibrates the threshold on the
-        others (`score_nominal(scorer, i)`: episode i's frame scores, when they can be had faster than from its
-        frames, e.g. from features already computed)."""
+        """Splits the episodes as `config.calibration` says, builds the scorer from the learning episodes' indices,
+        calibrates the threshold on the others (`score_nominal(scorer, i)`: episode i's frame scores, when they can
+        be had faster than from its frames, e.g. from features already computed)."""
         from envs.tasks import get_task
 
         check_nominal(nominal_episodes)
+        calibration: Calibration = config.calibration
         learn, calibrate = calibration.split(len(nominal_episodes))
         with torch_threads(TORCH_THREADS):
             scorer = build(list(learn))
@@ -148,7 +169,7 @@ class ThresholdMonitor:
             scores = [score(scorer, i) for i in calibrate]
         threshold = calibrated_threshold(scores, calibration.alpha)
         references = reference_sequence([nominal_episodes[i] for i in learn])
-        return cls(task, get_task(task).instruction, scorer, threshold, references, uses_time, semantic_filter)
+        return cls(task, get_task(task).instruction, config, scorer, threshold, references, uses_time, semantic_filter)
 
     def reset(self) -> None:
         """Start of an episode: the step count restarts."""
@@ -187,6 +208,65 @@ class ThresholdMonitor:
         check_frames(frames, self.frame_shape)
         with torch_threads(self.torch_threads):
             return score_episode(self.scorer, frames)
+
+
+    # -- persistence -----------------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Writes `monitor.json` and `monitor.safetensors` into the folder `path` (created if needed)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"scorer.{k}": v.contiguous() for k, v in self.scorer.tensors().items()}
+        tensors["reference_frames"] = torch.from_numpy(np.ascontiguousarray(self.reference_frames))
+        encoder = getattr(self.scorer, "encoder", None)
+        if encoder is not None:
+            with torch_threads(TORCH_THREADS):
+                tensors["fingerprint"] = encoder.fingerprint(self.frame_shape)
+        save_file(tensors, path / "monitor.safetensors")
+        meta = {
+            "format": FORMAT_VERSION, "kind": self.kind, "task": self.task, "instruction": self.instruction,
+            "threshold": self.threshold, "uses_time": self.uses_time, "config": asdict(self.config),
+        }  # fmt: skip
+        (path / "monitor.json").write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | Path, task: str | None = None, semantic_filter: SemanticFilter | None = None
+    ) -> "ThresholdMonitor":
+        """A saved baseline (of the kind saved there; called on a subclass, only that kind); `task`, when given,
+        must be the one it was fitted for."""
+        path = Path(path)
+        if not (path / "monitor.json").is_file():
+            raise FileNotFoundError(
+                f"no saved monitor in {str(path)!r} (expected monitor.json and monitor.safetensors)"
+            )
+        meta = json.loads((path / "monitor.json").read_text())
+        kinds = {k.kind: k for k in ThresholdMonitor.__subclasses__() if k.kind}
+        if meta.get("format") != FORMAT_VERSION or meta.get("kind") not in kinds:
+            raise ValueError(
+                f"{str(path)!r} holds format {meta.get('format')!r} kind {meta.get('kind')!r}; this code reads format "
+                f"{FORMAT_VERSION} kinds {', '.join(sorted(kinds))}"
+            )
+        kind = kinds[meta["kind"]]
+        if cls is not ThresholdMonitor and kind is not cls:
+            raise ValueError(f"{str(path)!r} holds a {meta['kind']} monitor, not {cls.kind}")
+        if task is not None and task != meta["task"]:
+            raise ValueError(f"monitor in {str(path)!r} was fitted for task {meta['task']!r}, not {task!r}")
+        config = config_from_dict(kind.config_class, meta["config"])
+        tensors = load_file(path / "monitor.safetensors")
+        scorer = kind.scorer_class.from_tensors(
+            {k[len("scorer.") :]: v for k, v in tensors.items() if k.startswith("scorer.")}, config
+        )
+        references = tensors["reference_frames"].numpy()
+        encoder = getattr(scorer, "encoder", None)
+        if encoder is not None:
+            with torch_threads(TORCH_THREADS):
+                encoder.check_fingerprint(tensors["fingerprint"], references.shape[1:], f"the monitor in {str(path)!r}")
+        return kind(
+            meta["task"], meta["instruction"], config, scorer, float(meta["threshold"]), references,
+            bool(meta["uses_time"]), semantic_filter,
+        )  # fmt: skip
 
 
 def score_episode(scorer: FrameScorer, frames: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:

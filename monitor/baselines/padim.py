@@ -100,6 +100,14 @@ class PadimScorer:
             stds[k] = torch.sqrt(variance + floor**2)
         return cls(encoder, means, None, stds)
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        learned = {"mean": self.mean, "precision": self.precision, "std": self.std}
+        return {k: v for k, v in learned.items() if v is not None}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: PadimConfig) -> "PadimScorer":
+        return cls(PatchEncoder(config.encoder), tensors["mean"], tensors.get("precision"), tensors.get("std"))
+
     def score_features(self, features: torch.Tensor, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = features.double()
         if self.precision is not None:
@@ -117,7 +125,9 @@ class PadimScorer:
 
 
 class PadimMonitor(ThresholdMonitor):
-    """PaDiM as a runtime monitor; build it with `fit`."""
+    """PaDiM as a runtime monitor; build it with `fit` or `load`."""
+
+    kind, config_class, scorer_class = "padim", PadimConfig, PadimScorer
 
     @classmethod
     def fit(
@@ -138,7 +148,7 @@ class PadimMonitor(ThresholdMonitor):
             return PadimScorer.fit(encoder, [features[i] for i in learn], config)
 
         return cls.fit_scorer(
-            task, nominal_episodes, config.calibration, build, uses_time=config.time == "step",
+            task, nominal_episodes, config, build, uses_time=config.time == "step",
             semantic_filter=semantic_filter,
             score_nominal=lambda scorer, i: scorer.score_features(features[i], np.arange(len(features[i])))[0],
         )  # fmt: skip

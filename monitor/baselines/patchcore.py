@@ -75,6 +75,13 @@ class PatchCoreScorer:
             keep = torch.arange(len(patches))
         return cls(encoder, patches[keep].contiguous())
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"bank": self.bank}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: PatchCoreConfig) -> "PatchCoreScorer":
+        return cls(PatchEncoder(config.encoder), tensors["bank"])
+
     def score_features(self, features: torch.Tensor, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch, patches, dim = features.shape
         query = features.reshape(-1, dim).float()
@@ -90,7 +97,9 @@ class PatchCoreScorer:
 
 
 class PatchCoreMonitor(ThresholdMonitor):
-    """PatchCore as a runtime monitor; build it with `fit`."""
+    """PatchCore as a runtime monitor; build it with `fit` or `load`."""
+
+    kind, config_class, scorer_class = "patchcore", PatchCoreConfig, PatchCoreScorer
 
     @classmethod
     def fit(
@@ -111,6 +120,6 @@ class PatchCoreMonitor(ThresholdMonitor):
             return PatchCoreScorer.fit(encoder, [features[i] for i in learn], config)
 
         return cls.fit_scorer(
-            task, nominal_episodes, config.calibration, build, semantic_filter=semantic_filter,
+            task, nominal_episodes, config, build, semantic_filter=semantic_filter,
             score_nominal=lambda scorer, i: scorer.score_features(features[i], np.arange(len(features[i])))[0],
         )  # fmt: skip

@@ -1,0 +1,105 @@
+"""`python -m monitor.train_filter task=lift`: the trained semantic filter a policy's monitor ships with.
+
+The filter decides which anomalies the FIDeL monitor flags are task failures (monitor.semantic.TrainedFilter). It is
+trained on what the search's own monitor sees: the monitor `monitor.build.build_monitor` fits for the policy (same
+nominal seeds and default settings, so the cached copy is shared), run online over the SimFails `filter` split
+(`python -m monitor.dataset`); up to `per_episode` flagged frames per episode become examples, labelled by the
+simulator's per-frame `failure` label. The `test` split, when present, gives a held-out check of the filter on the
+frames the monitor flags there.
+
+The folder it writes (default `monitor/filters/<policy>`) is what `monitor.semantic=auto` (the search's default)
+and `monitor.semantic=trained` without a path load for that policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.cli import parse_config
+from monitor.dataset import simfails_path
+
+SHIPPED_FILTERS = Path(__file__).resolve().parent / "filters"
+"""Trained semantic filters that ship with the package, one folder per policy."""
+
+
+def shipped_filter(policy: str) -> Path | None:
+    """The shipped trained filter for `policy` (a shipped policy's name), or None."""
+    path = SHIPPED_FILTERS / Path(policy).name
+    return path if (path / "semantic_filter.json").is_file() else None
+
+
+def shipped_filter_names() -> list[str]:
+    return sorted(p.name for p in SHIPPED_FILTERS.glob("*") if (p / "semantic_filter.json").is_file())
+
+
+@dataclass
+class TrainFilterConfig:
+    task: str = "lift"
+    policy: str = "lift_bc_image"
+    """The policy under test: its monitor is fitted (or loaded from the cache) as the search does."""
+    data: str = ""
+    """SimFails HDF5 file; empty = monitor.dataset's default path for task and policy."""
+    out: str = ""
+    """Folder to write; empty = monitor/filters/<policy> (the shipped location)."""
+    per_episode: int = 12
+    """At most this many flagged frames per filter-split episode, evenly spaced."""
+    monitor: str = ""
+    """A saved FIDeL monitor folder (FidelMonitor.save); empty = the search's monitor for task and policy."""
+    episodes: int = 40
+    """Successful nominal rollouts the monitor is fitted on (the search's monitor.episodes)."""
+    nominal_seed: int = 100_000
+    """Their first seed (the search's monitor.nominal_seed)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    from monitor.build import build_monitor
+    from monitor.evaluate import Split, flagged_examples, score_fidel
+    from monitor.fidel import FidelMonitor
+    from monitor.metrics import rates
+    from monitor.semantic import TrainedFilter
+
+    config = parse_config(TrainFilterConfig, argv)
+    path = simfails_path(config.data, config.task, config.policy)
+    if not path.is_file():
+        raise SystemExit(
+            f"error: no SimFails file {str(path)!r}; make it with "
+            f"python -m monitor.dataset task={config.task} policy={config.policy}"
+        )
+    torch.set_num_threads(1)
+    if config.monitor:
+        monitor = FidelMonitor.load(config.monitor, task=config.task)
+    else:
+        monitor = build_monitor(config.task, config.policy, config.episodes, config.nominal_seed)
+    references = monitor.memory.reference_frames
+
+    def flagged(split: Split):
+        features = [monitor.encoder.encode(split.frames[a:b]) for a, b in zip(split.bounds[:-1], split.bounds[1:])]
+        return score_fidel(monitor, features)
+
+    train = Split.read(path, "filter")
+    examples = flagged_examples(references, flagged(train), train, monitor.config.thresholding, config.per_episode)
+    trained = TrainedFilter.fit(examples, encoder=monitor.encoder)
+    out = trained.save(config.out or SHIPPED_FILTERS / Path(config.policy).name)
+    failures = sum(e.is_failure for e in examples)
+    print(f"trained on {len(examples)} flagged filter-split frames ({failures} failure, {len(examples) - failures} "
+          f"benign); train accuracy {trained.stats['train_accuracy']:.3f}")  # fmt: skip
+    print(f"wrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+
+    test = Split.read(path, "test")
+    scored = flagged(test)
+    where = np.flatnonzero(scored.decisions[monitor.config.thresholding])
+    p = trained.predict_proba(references[scored.reference[where]], test.frames[where], scored.heatmap[where])
+    is_failure = np.zeros(len(test.failure), bool)
+    is_failure[where] = p > trained.config.threshold
+    before, after = rates(scored.decisions[monitor.config.thresholding], test.failure), rates(is_failure, test.failure)
+    print(f"test split, {len(where)} flagged of {len(test.failure)} frames; frame failure detection "
+          f"TPR / TNR without the filter {before['tpr']:.3f} / {before['tnr']:.3f}, "
+          f"with it {after['tpr']:.3f} / {after['tnr']:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
