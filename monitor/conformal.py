@@ -51,6 +51,15 @@ def min_calibration_episodes(alpha: float) -> int:
     return n
 
 
+def overrun_step(lengths: Sequence[int]) -> int:
+    """The frame index from which an episode has outlasted every calibration episode (their largest length). Lengths
+    of exchangeable nominal episodes: a new one runs past it with probability at most 1/(n+1), so a policy still
+    acting then is late, whatever its frames look like (a robot stuck hovering over the cube looks nominal)."""
+    if not len(lengths) or min(lengths) < 1:
+        raise ValueError(f"need calibration episode lengths >= 1, got {list(lengths)}")
+    return int(max(lengths))
+
+
 @dataclass(frozen=True)
 class Split:
     """Indices of the nominal episodes in each role."""

@@ -115,8 +115,14 @@ class Scored:
     """(N, grid, grid) float32."""
     reference: np.ndarray
     """(N,) index into the method's reference frames, for the semantic filter."""
+    late: np.ndarray
+    """(N,) bool: frames past every calibration episode's end, failures without a semantic filter's say."""
     decisions: dict[str, np.ndarray] = field(default_factory=dict)
-    """Thresholding name → is_anomaly (N,) bool."""
+    """Thresholding name → is_anomaly (N,) bool (late frames included)."""
+
+    def to_judge(self, decision: str) -> np.ndarray:
+        """Indices of the frames a semantic filter judges: flagged under `decision`, not late."""
+        return np.flatnonzero(self.decisions[decision] & ~self.late)
 
 
 def score_fidel(monitor, features: Sequence[torch.Tensor]) -> Scored:
@@ -136,9 +142,15 @@ def score_fidel(monitor, features: Sequence[torch.Tensor]) -> Scored:
                 t_mins.append(match.t_min)
                 for name in FIDEL_THRESHOLDS:
                     decisions[name].append(monitor.decide(match.score, match.t_min, heatmap, name)[0])
+    late = late_frames(monitor, [len(e) for e in features])
     return Scored(
-        np.array(scores), np.stack(heatmaps), np.array(t_mins), {k: np.array(v) for k, v in decisions.items()}
+        np.array(scores), np.stack(heatmaps), np.array(t_mins), late, {k: np.array(v) | late for k, v in decisions.items()}
     )
+
+
+def late_frames(monitor, lengths: Sequence[int]) -> np.ndarray:
+    """Per frame of episodes of these lengths, concatenated: whether the monitor calls it late (`is_late`)."""
+    return np.array([monitor.is_late(k) for n in lengths for k in range(n)], dtype=bool)
 
 
 def score_baseline(monitor, episodes: Sequence[np.ndarray], features: Sequence[torch.Tensor] | None) -> Scored:
@@ -156,7 +168,9 @@ def score_baseline(monitor, episodes: Sequence[np.ndarray], features: Sequence[t
             heatmaps.append(h)
             steps.append(np.minimum(np.arange(len(frames)), len(monitor.reference_frames) - 1))
     score = np.concatenate(scores)
-    return Scored(score, np.concatenate(heatmaps), np.concatenate(steps), {"calibrated": score > monitor.threshold})
+    late = late_frames(monitor, [len(e) for e in episodes])
+    flagged = (score > monitor.threshold) | late
+    return Scored(score, np.concatenate(heatmaps), np.concatenate(steps), late, {"calibrated": flagged})
 
 
 # -- the run ---------------------------------------------------------------------------------------------------------
@@ -231,7 +245,8 @@ def filter_examples(scored: Scored, bounds: np.ndarray, decision: str, per_episo
     the rest)."""
     picks = []
     for start, stop in zip(bounds[:-1], bounds[1:]):
-        flagged = np.flatnonzero(scored.decisions[decision][start:stop]) + start
+        judged = scored.decisions[decision][start:stop] & ~scored.late[start:stop]  # late frames skip the filter
+        flagged = np.flatnonzero(judged) + start
         if len(flagged) > per_episode:
             flagged = flagged[np.rint(np.linspace(0, len(flagged) - 1, per_episode)).astype(int)]
         picks.extend(flagged.tolist())
@@ -282,11 +297,9 @@ def end_to_end(
 
     decision, references = primary_thresholding(method), reference_frames(method, monitor)
     s = scored[method, "test"]
-    flagged = s.decisions[decision]
     if name == "none":
-        return flagged.copy(), ""
-    is_failure = np.zeros_like(flagged)
-    where = np.flatnonzero(flagged)
+        return s.decisions[decision].copy(), ""
+    is_failure, where = s.late.copy(), s.to_judge(decision)
     if name == "vlm":
         vlm = build_semantic_filter("vlm", base_url=config.vlm_base_url, model=config.vlm_model)
         with timer(f"vlm filter {method}"):
@@ -446,8 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         markdown_table(["episodes", "n", "anomalous frames", *(LABELS[m] for m in methods)], group_rows), "",
         "## End-to-end failure detection (is_failure vs failure labels)", "",
         "FIDeL decides anomalies with CP-time&space, the baselines with their calibrated threshold; the filter then "
-        "judges each anomalous frame. Episode level: flagged = any frame judged a failure, truth = the episode "
-        "failed." + ("" if "vlm" in filters else " The vlm filter was not run (no endpoint: set vlm_base_url)."), "",
+        "judges each anomalous frame, except late ones (past every calibration episode's end), which are failures. "
+        "Episode level: flagged = any frame judged a failure, truth = the episode failed." + ("" if "vlm" in filters else " The vlm filter was not run (no endpoint: set vlm_base_url)."), "",
         markdown_table(["method", "filter", "frame TPR", "frame TNR", "frame bal. acc", "episode TPR", "episode TNR",
                 "episode bal. acc"], end_rows), "",
         *(f"- {note}" for note in notes), "",

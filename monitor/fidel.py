@@ -2,7 +2,8 @@
 
 Per frame: patch features (encoders.py) → OT match against the memory of nominal episodes (memory.py, ot.py) →
 score, t_min and heatmap → a conformal threshold (conformal.py) decides whether the frame is anomalous → an optional
-semantic filter decides whether the anomaly is a task failure. A fitted monitor saves to a folder of JSON and
+semantic filter decides whether the anomaly is a task failure. A frame later than the end of every calibration
+episode is a failure whatever it shows (FidelConfig.overrun). A fitted monitor saves to a folder of JSON and
 safetensors (no pickle) and refuses to load for another task or an encoder whose output has changed.
 """
 
@@ -21,14 +22,14 @@ from safetensors.torch import load_file, save_file
 
 from monitor.base import MonitorOutput, SemanticFilter
 from monitor.config_dicts import config_from_dict
-from monitor.conformal import ConformalBand, GaussianBand, Scores, split_episodes
+from monitor.conformal import ConformalBand, GaussianBand, Scores, overrun_step, split_episodes
 from monitor.encoders import EncoderConfig, PatchEncoder
 from monitor.memory import Memory, MemoryConfig
 from monitor.ot import FRAME_SCORES, HEATMAPS, OTConfig, OTScorer, PatchCost, prior_potentials
 
 THRESHOLDS = ("time_space", "time", "gaussian")
-FORMAT_VERSION = 2
-"""2: scoring options (frame_score, heatmap, time prior, OT position_weight) in the config."""
+FORMAT_VERSION = 3
+"""2: scoring options (frame_score, heatmap, time prior, OT position_weight) in the config; 3: the overrun step."""
 TORCH_THREADS = 1
 """torch intra-op threads while the monitor works. Its tensors are small, so threads only add synchronisation; on a
 busy machine (rollout workers) that is ruinous: `step()` took a median 10 ms on 1 thread and 49 ms on 2 in
@@ -105,6 +106,12 @@ class FidelConfig:
     band_radius: int = 1
     """Frames within this many memory steps of t also inform μ(t) and ρ(t): t_min spreads the calibration frames
     unevenly, and a timestep seen by a few frames only gets a too-small ρ (same effect as above)."""
+    overrun: bool = True
+    """Frames after the end of the longest calibration episode are anomalies and failures, with no semantic filter
+    asked (conformal.overrun_step; adds at most 1/(n+1) to the nominal false-alarm rate, n = calibration episodes).
+    The OT score cannot see a stuck policy: hovering over the cube matches the grasp phase. In the default Lift
+    search (experiments/results/default_search_lift.md) every one of the 37 failures the filtered monitor missed ran
+    to the horizon."""
     gaussian_z: float = 3.0
     """Gaussian baseline: threshold = mean + z·std of the calibration scores at t."""
     split_seed: int = 0
@@ -163,10 +170,15 @@ class FidelMonitor:
         prior: torch.Tensor,
         bands: dict[str, ConformalBand | GaussianBand],
         fingerprint: torch.Tensor,
+        overrun_step: int | None = None,
         semantic_filter: SemanticFilter | None = None,
     ):
         self.task, self.instruction, self.config = task, instruction, config
         self.encoder, self.memory, self.prior, self.bands, self.fingerprint = encoder, memory, prior, bands, fingerprint
+        self.overrun_step = overrun_step
+        """Frame index from which the episode is late (None: no such rule); see FidelConfig.overrun."""
+        self.frame_index = 0
+        """Index in the current episode of the next frame `step` reads."""
         self.semantic_filter = semantic_filter
         """Called on anomalous frames to decide `is_failure`; None = every anomaly is a failure."""
         self.torch_threads: int | None = TORCH_THREADS
@@ -233,13 +245,16 @@ class FidelMonitor:
             ),
         }  # fmt: skip
         fingerprint = encoder.fingerprint(memory.reference_frames.shape[1:])
-        return cls(task, instruction, config, encoder, memory, prior, bands, fingerprint, semantic_filter)
+        calibration = split.centre + split.width
+        late = overrun_step([len(nominal_episodes[i]) for i in calibration]) if config.overrun else None
+        return cls(task, instruction, config, encoder, memory, prior, bands, fingerprint, late, semantic_filter)
 
     # -- the Monitor protocol --------------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Start of an episode: the next frame is searched against the whole memory."""
         self.scorer.reset()
+        self.frame_index = 0
 
     def step(self, frame: np.ndarray) -> MonitorOutput:
         """Reads one camera frame (H, W, 3) uint8, upright, as the policy sees it."""
@@ -254,9 +269,13 @@ class FidelMonitor:
         grid = self.config.encoder.grid
         heatmap = patch_costs.reshape(grid, grid)
         is_failure, explanation = is_anomaly, ""
-        if is_anomaly and self.semantic_filter is not None:
+        if self.is_late(self.frame_index):
+            is_anomaly = is_failure = True
+            explanation = f"still acting at frame {self.frame_index}: every calibration episode had ended by then"
+        elif is_anomaly and self.semantic_filter is not None:
             reference = self.memory.reference_frames[match.t_min]
             is_failure, explanation = self.semantic_filter(self.instruction, reference, frame, heatmap)
+        self.frame_index += 1
         return MonitorOutput(
             score=match.score,
             threshold=threshold,
@@ -266,6 +285,10 @@ class FidelMonitor:
             t_min=match.t_min,
             explanation=explanation,
         )
+
+    def is_late(self, frame_index: int) -> bool:
+        """Whether frame `frame_index` of an episode lies past every calibration episode's end (FidelConfig.overrun)."""
+        return self.overrun_step is not None and frame_index >= self.overrun_step
 
     def decide(
         self, score: float, t_min: int, heatmap: np.ndarray, thresholding: str | None = None
@@ -292,6 +315,7 @@ class FidelMonitor:
             tensors.update({f"band.{name}.{k}": torch.from_numpy(np.array(v)) for k, v in band.arrays().items()})
         save_file(tensors, path / "monitor.safetensors")
         meta = {"format": FORMAT_VERSION, "task": self.task, "instruction": self.instruction}
+        meta["overrun_step"] = self.overrun_step
         meta["config"] = self.config.to_dict()
         (path / "monitor.json").write_text(json.dumps(meta, indent=2))
         return path
@@ -338,7 +362,7 @@ class FidelMonitor:
         patch_encoder.check_fingerprint(fingerprint, memory.reference_frames.shape[1:], f"the monitor in {str(path)!r}")
         return cls(
             meta["task"], meta["instruction"], config, patch_encoder, memory, tensors["prior"], bands, fingerprint,
-            semantic_filter,
+            meta["overrun_step"], semantic_filter,
         )  # fmt: skip
 
 

@@ -85,6 +85,7 @@ def test_baseline_save_load_round_trip(monitors, name, tmp_path):
     loaded = ThresholdMonitor.load(tmp_path / name, task="lift")
     assert type(loaded) is type(monitor) and loaded.config == monitor.config
     assert loaded.threshold == monitor.threshold and loaded.uses_time == monitor.uses_time
+    assert loaded.overrun_step == monitor.overrun_step is not None
     np.testing.assert_array_equal(loaded.reference_frames, monitor.reference_frames)
     frames = np.stack([*stream(101)[:6], *map(anomalous, stream(101)[6:])])
     np.testing.assert_array_equal(loaded.score_episode(frames)[0], monitor.score_episode(frames)[0])
@@ -95,6 +96,20 @@ def test_baseline_save_load_round_trip(monitors, name, tmp_path):
         other.load(tmp_path / name)
     with pytest.raises(FileNotFoundError, match="no saved monitor"):
         ThresholdMonitor.load(tmp_path / "missing")
+
+
+def test_baseline_flags_late_frames_as_failures_without_its_filter(monitors):
+    monitor = monitors["padim"]
+    frames = stream(102)
+    stuck = np.concatenate([frames, np.repeat(frames[-1:], monitor.overrun_step + 2 - len(frames), axis=0)])
+    monitor.semantic_filter = lambda *args: pytest.fail("late frames skip the semantic filter")
+    try:
+        monitor.reset()
+        outputs = [monitor.step(f) for f in stuck]
+    finally:
+        monitor.semantic_filter = None
+    assert all(o.is_failure and "still acting" in o.explanation for o in outputs[monitor.overrun_step :])
+    assert not any(o.is_anomaly for o in outputs[: len(frames)])
 
 
 def test_baseline_load_refuses_a_changed_encoder(monitors, tmp_path):

@@ -2,6 +2,7 @@
 save/load, bad input."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -71,6 +72,30 @@ def test_semantic_filter_sees_reference_frame_and_decides_failure(monitor):
     assert outputs[1].explanation == "a harmless colour change"
 
 
+def test_frames_past_every_calibration_episode_are_late_failures(monitor):
+    from monitor.conformal import overrun_step, split_episodes
+
+    split = split_episodes(8, CONFIG.alpha, CONFIG.memory_fraction, CONFIG.split_seed)
+    late = monitor.overrun_step
+    assert late == overrun_step([len(stream(i)) for i in split.centre + split.width])
+    frames = stream(104)
+    stuck = np.concatenate([frames, np.repeat(frames[-1:], late + 3 - len(frames), axis=0)])  # stalls at the end
+    judged = []
+    monitor.semantic_filter = lambda *args: (judged.append(1), (False, "benign"))[1]
+    try:
+        outputs = run(monitor, stuck)
+    finally:
+        monitor.semantic_filter = None
+    assert all(o.is_anomaly and o.is_failure for o in outputs[late:])
+    assert outputs[late].explanation == f"still acting at frame {late}: every calibration episode had ended by then"
+    assert not any(o.is_anomaly for o in outputs[: len(frames)])
+    assert len(judged) == sum(o.is_anomaly for o in outputs[:late])  # late frames never reach the filter
+    assert not run(monitor, stuck[:1])[0].is_anomaly  # reset() restarts the count
+    assert FidelMonitor.fit("lift", [stream(s) for s in range(8)], replace(CONFIG, overrun=False)).overrun_step is None
+    with pytest.raises(ValueError, match="lengths >= 1"):
+        overrun_step([])
+
+
 @pytest.mark.parametrize("frame_score", ["transport", "band"])
 def test_other_frame_scores_flag_the_anomaly_too(frame_score):
     """FIDeL as published (mean transport cost) and the band-normalised score remain selectable and working."""
@@ -87,7 +112,7 @@ def test_save_load_round_trip_gives_identical_outputs(monitor, tmp_path):
     monitor.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["monitor.json", "monitor.safetensors"]
     loaded = FidelMonitor.load(tmp_path / "m", task="lift", encoder=CONFIG.encoder)
-    assert loaded.config == monitor.config
+    assert loaded.config == monitor.config and loaded.overrun_step == monitor.overrun_step
     frames = np.stack([*stream(103)[:6], anomalous(stream(103)[6])])
     for a, b in zip(run(monitor, frames), run(loaded, frames)):
         assert (a.score, a.t_min, a.is_anomaly) == (b.score, b.t_min, b.is_anomaly)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from monitor.base import MonitorOutput, SemanticFilter
 from monitor.config_dicts import config_from_dict
-from monitor.conformal import Split, conformal_rank, min_calibration_episodes, split_episodes
+from monitor.conformal import Split, conformal_rank, min_calibration_episodes, overrun_step, split_episodes
 from monitor.encoders import PatchEncoder
 from monitor.fidel import TORCH_THREADS, torch_threads
 
@@ -38,6 +38,8 @@ class Calibration:
     """Share of the nominal episodes the baseline learns from; the rest calibrate its threshold."""
     split_seed: int = 0
     """Seed of the random split (FIDeL's `split_seed`: the same seed gives the same partition)."""
+    overrun: bool = True
+    """Frames after the end of the longest calibration episode are anomalies and failures (FidelConfig.overrun)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -130,6 +132,7 @@ class ThresholdMonitor:
         threshold: float,
         reference_frames: np.ndarray,
         uses_time: bool = False,
+        overrun_step: int | None = None,
         semantic_filter: SemanticFilter | None = None,
     ):
         self.task, self.instruction, self.config = task, instruction, config
@@ -138,6 +141,8 @@ class ThresholdMonitor:
         """(T, H, W, 3): the nominal frame shown to the semantic filter at step t (clamped to the last)."""
         self.uses_time = uses_time
         """Whether the scorer compares step t with nominal step t (then t_min reports that step)."""
+        self.overrun_step = overrun_step
+        """Frame index from which the episode is late (None: no such rule); see Calibration.overrun."""
         self.semantic_filter = semantic_filter
         """Called on anomalous frames to decide `is_failure`; None = every anomaly is a failure."""
         self.torch_threads: int | None = TORCH_THREADS
@@ -169,7 +174,9 @@ class ThresholdMonitor:
             scores = [score(scorer, i) for i in calibrate]
         threshold = calibrated_threshold(scores, calibration.alpha)
         references = reference_sequence([nominal_episodes[i] for i in learn])
-        return cls(task, get_task(task).instruction, config, scorer, threshold, references, uses_time, semantic_filter)
+        late = overrun_step([len(nominal_episodes[i]) for i in calibrate]) if calibration.overrun else None
+        instruction = get_task(task).instruction
+        return cls(task, instruction, config, scorer, threshold, references, uses_time, late, semantic_filter)
 
     def reset(self) -> None:
         """Start of an episode: the step count restarts."""
@@ -185,7 +192,10 @@ class ThresholdMonitor:
         score, heatmap = float(scores[0]), heatmaps[0]
         is_anomaly = score > self.threshold
         is_failure, explanation = is_anomaly, ""
-        if is_anomaly and self.semantic_filter is not None:
+        if self.is_late(self.t):
+            is_anomaly = is_failure = True
+            explanation = f"still acting at frame {self.t}: every calibration episode had ended by then"
+        elif is_anomaly and self.semantic_filter is not None:
             is_failure, explanation = self.semantic_filter(self.instruction, self.reference(self.t), frame, heatmap)
         output = MonitorOutput(
             score=score,
@@ -198,6 +208,10 @@ class ThresholdMonitor:
         )
         self.t += 1
         return output
+
+    def is_late(self, frame_index: int) -> bool:
+        """Whether frame `frame_index` of an episode lies past every calibration episode's end."""
+        return self.overrun_step is not None and frame_index >= self.overrun_step
 
     def reference(self, t: int) -> np.ndarray:
         """The nominal frame for step t (the last one past the reference episode's end)."""
@@ -225,7 +239,8 @@ class ThresholdMonitor:
         save_file(tensors, path / "monitor.safetensors")
         meta = {
             "format": FORMAT_VERSION, "kind": self.kind, "task": self.task, "instruction": self.instruction,
-            "threshold": self.threshold, "uses_time": self.uses_time, "config": asdict(self.config),
+            "threshold": self.threshold, "uses_time": self.uses_time, "overrun_step": self.overrun_step,
+            "config": asdict(self.config),
         }  # fmt: skip
         (path / "monitor.json").write_text(json.dumps(meta, indent=2))
         return path
@@ -265,7 +280,7 @@ class ThresholdMonitor:
                 encoder.check_fingerprint(tensors["fingerprint"], references.shape[1:], f"the monitor in {str(path)!r}")
         return kind(
             meta["task"], meta["instruction"], config, scorer, float(meta["threshold"]), references,
-            bool(meta["uses_time"]), semantic_filter,
+            bool(meta["uses_time"]), meta["overrun_step"], semantic_filter,
         )  # fmt: skip
 
 
