@@ -31,9 +31,10 @@ THRESHOLDS = ("time_space", "time", "gaussian")
 FORMAT_VERSION = 3
 """2: scoring options (frame_score, heatmap, time prior, OT position_weight) in the config; 3: the overrun step."""
 TORCH_THREADS = 1
-"""torch intra-op threads while the monitor works. Its tensors are small, so threads only add synchronisation; on a
-busy machine (rollout workers) that is ruinous: `step()` took a median 10 ms on 1 thread and 49 ms on 2 in
-experiments/results/monitor_bench.md. The caller's setting is restored after each call."""
+"""torch intra-op threads while the monitor works. Its tensors are small: on an idle machine a second thread saves
+about a millisecond (`python -m monitor.bench`, experiments/results/monitor_bench.md), but inside the search every
+core already runs a rollout worker, and threads that wait for a busy core cost far more than they save. The
+caller's setting is restored after each call."""
 
 
 @contextmanager
