@@ -15,7 +15,8 @@ split. Printed per split and method:
   frames scored below normal ones) and the negative side (normal frames scored above anomalous ones).
 
 The headroom line compares FIDeL's target margin (≥ +3 frame AUROC over every baseline; the FIDeL paper reports
-+5.3 on BotFails) with what is left above the best baseline. Nothing is tuned here; the test split is read only to report.
++5.3 on BotFails) with what is left above the best baseline. Nothing is tuned here; the test split is read only to
+report.
 """
 
 from __future__ import annotations

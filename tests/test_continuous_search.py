@@ -219,16 +219,17 @@ def test_rank_unseen_cli_bad_input(search_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_ppo_moves_its_gaussian_to_the_failures(tmp_path):
+@pytest.mark.parametrize("algorithm", ["ppo", "sac"])
+def test_agent_moves_its_gaussian_to_the_failures(tmp_path, algorithm):
     """On a balanced known set the centroid, where the Gaussian starts, is no closer to failures than to successes;
-    the ranking is only right if the agent learns where the failures are (about 25 s of CPU)."""
+    the ranking is only right if the agent learns where the failures are (PPO about 25 s of CPU, SAC 80 s)."""
     run = write_dataset(tmp_path / "search", separable_rows(200))
     config = EmbedConfig(data=str(run), epochs=40, dim=16, hidden=32, batch_size=32, cache="none")
     embedding = train_embedding(config, colour_features, hashed_text, progress=False).save(tmp_path / "embedding")
     with initialize_config_module("diagnosis.conf", version_base=None):
         cfg = compose("config", overrides=[
             "search=continuous", "monitor=none", f"search.embedding={embedding}", "search.total_steps=10000",
-            "search.curve_every=2000", "search.components=4",
+            "search.curve_every=2000", "search.components=4", f"search.algorithm={algorithm}",
         ])  # fmt: skip
     summary = run_continuous_search(cfg, tmp_path / "run")
     assert summary["ground_truth"]["pairwise_accuracy"] >= 0.85
