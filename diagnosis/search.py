@@ -24,6 +24,7 @@ from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_gr
 from diagnosis.methods import METHODS
 from diagnosis.search_env import OUTCOME_SOURCES, SearchRewards
 from diagnosis.search_run import EnvSpec, SearchRun
+from envs.cli import shown_path
 from envs.perturbations import get_perturbations, task_perturbations
 from envs.tasks import TaskSpec, get_task
 from monitor.base import Monitor
@@ -101,9 +102,8 @@ def build_monitor_factory(cfg: DictConfig, task: TaskSpec, policy: str) -> Calla
         semantic=str(settings.semantic), semantic_options=OmegaConf.to_container(settings.semantic_options),
     )  # fmt: skip
     semantic, options = recipe.semantic_filter()
-    where = Path(options.get("path", ""))
-    where = where.relative_to(Path.cwd()) if where.is_absolute() and where.is_relative_to(Path.cwd()) else where
-    print(f"monitor: FIDeL, semantic filter {semantic}" + (f" ({where})" if "path" in options else ""))
+    where = f" ({shown_path(options['path'])})" if "path" in options else ""
+    print(f"monitor: FIDeL, semantic filter {semantic}{where}")
     recipe()
     return recipe
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from omegaconf import OmegaConf
@@ -42,3 +43,9 @@ def usage(config_cls: type) -> str:
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
         lines.append(f"  {f.name}={default}")
     return "\n".join(lines)
+
+
+def shown_path(path: str | Path) -> Path:
+    """`path` as a CLI prints it: relative to the working directory when inside it, else as given."""
+    path = Path(path)
+    return path.relative_to(Path.cwd()) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path

@@ -266,8 +266,14 @@ def default_path(config: DatasetConfig) -> Path:
 
 
 def simfails_path(data: str, task: str, policy: str) -> Path:
-    """The SimFails file a reader means: `data` when given, else where `monitor.dataset` writes for task and policy."""
-    return Path(data) if data else default_path(DatasetConfig(task=task, policy=policy))
+    """The SimFails file a reader means: `data` when given, else where `monitor.dataset` writes for task and policy;
+    FileNotFoundError, saying how to make it, when it does not exist."""
+    path = Path(data) if data else default_path(DatasetConfig(task=task, policy=policy))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no SimFails file {str(path)!r}; make it with python -m monitor.dataset task={task} policy={policy}"
+        )
+    return path
 
 
 def written_jobs(path: Path) -> set[Job]:

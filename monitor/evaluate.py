@@ -143,9 +143,8 @@ def score_fidel(monitor, features: Sequence[torch.Tensor]) -> Scored:
                 for name in FIDEL_THRESHOLDS:
                     decisions[name].append(monitor.decide(match.score, match.t_min, heatmap, name)[0])
     late = late_frames(monitor, [len(e) for e in features])
-    return Scored(
-        np.array(scores), np.stack(heatmaps), np.array(t_mins), late, {k: np.array(v) | late for k, v in decisions.items()}
-    )
+    flagged = {name: np.array(values) | late for name, values in decisions.items()}
+    return Scored(np.array(scores), np.stack(heatmaps), np.array(t_mins), late, flagged)
 
 
 def late_frames(monitor, lengths: Sequence[int]) -> np.ndarray:
@@ -241,12 +240,11 @@ def reference_frames(method: str, monitor) -> np.ndarray:
 
 
 def filter_examples(scored: Scored, bounds: np.ndarray, decision: str, per_episode: int) -> np.ndarray:
-    """Indices of up to `per_episode` flagged frames per episode, evenly spaced (long failed episodes would drown
-    the rest)."""
-    picks = []
+    """Indices of up to `per_episode` frames per episode that a semantic filter would judge (`Scored.to_judge`),
+    evenly spaced (long failed episodes would drown the rest)."""
+    judged, picks = scored.to_judge(decision), []
     for start, stop in zip(bounds[:-1], bounds[1:]):
-        judged = scored.decisions[decision][start:stop] & ~scored.late[start:stop]  # late frames skip the filter
-        flagged = np.flatnonzero(judged) + start
+        flagged = judged[(judged >= start) & (judged < stop)]
         if len(flagged) > per_episode:
             flagged = flagged[np.rint(np.linspace(0, len(flagged) - 1, per_episode)).astype(int)]
         picks.extend(flagged.tolist())
@@ -299,8 +297,8 @@ def end_to_end(
     s = scored[method, "test"]
     if name == "none":
         return s.decisions[decision].copy(), ""
-    is_failure, where = s.late.copy(), s.to_judge(decision)
     if name == "vlm":
+        is_failure, where = s.late.copy(), s.to_judge(decision)
         vlm = build_semantic_filter("vlm", base_url=config.vlm_base_url, model=config.vlm_model)
         with timer(f"vlm filter {method}"):
             for i in where:
@@ -315,15 +313,25 @@ def end_to_end(
         )
     with timer(f"trained filter {method}"):
         trained = TrainedFilter.fit(examples, encoder=encoder)
-        for start in range(0, len(where), 256):
-            chunk = where[start : start + 256]
-            p = trained.predict_proba(references[s.reference[chunk]], test.frames[chunk], s.heatmap[chunk])
-            is_failure[chunk] = p > trained.config.threshold
+        is_failure = trained_failures(trained, references, s, test.frames, decision)
     note = (
         f"{LABELS[method]}: trained filter on {len(examples)} flagged filter-split frames ({int(labels.sum())} "
         f"failure), train accuracy {100 * trained.stats['train_accuracy']:.0f}%"
     )
     return is_failure, note
+
+
+def trained_failures(
+    trained, references: np.ndarray, scored: Scored, frames: np.ndarray, decision: str
+) -> np.ndarray:
+    """is_failure per frame as a monitor with this trained filter decides: late frames are failures, the other
+    frames flagged under `decision` are failures when the filter says so."""
+    is_failure, where = scored.late.copy(), scored.to_judge(decision)
+    for start in range(0, len(where), 256):
+        chunk = where[start : start + 256]
+        p = trained.predict_proba(references[scored.reference[chunk]], frames[chunk], scored.heatmap[chunk])
+        is_failure[chunk] = p > trained.config.threshold
+    return is_failure
 
 
 def _pct(value: float) -> str:
@@ -339,11 +347,10 @@ def main(argv: list[str] | None = None) -> None:
     filters = _choice(config.filters, FILTERS, "filter(s)")
     if "vlm" in filters and not config.vlm_base_url:
         filters.remove("vlm")
-    path = simfails_path(config.data, config.task, config.policy)
-    if not path.is_file():
-        raise SystemExit(
-            f"error: no SimFails file {str(path)!r}; make it with python -m monitor.dataset task={config.task}"
-        )
+    try:
+        path = simfails_path(config.data, config.task, config.policy)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
     timer = Timer()
     with timer("read data"):
         splits = {name: Split.read(path, name) for name in ("fit", "filter", "test")}
@@ -460,7 +467,8 @@ def main(argv: list[str] | None = None) -> None:
         "## End-to-end failure detection (is_failure vs failure labels)", "",
         "FIDeL decides anomalies with CP-time&space, the baselines with their calibrated threshold; the filter then "
         "judges each anomalous frame, except late ones (past every calibration episode's end), which are failures. "
-        "Episode level: flagged = any frame judged a failure, truth = the episode failed." + ("" if "vlm" in filters else " The vlm filter was not run (no endpoint: set vlm_base_url)."), "",
+        "Episode level: flagged = any frame judged a failure, truth = the episode failed."
+        + ("" if "vlm" in filters else " The vlm filter was not run (no endpoint: set vlm_base_url)."), "",
         markdown_table(["method", "filter", "frame TPR", "frame TNR", "frame bal. acc", "episode TPR", "episode TNR",
                 "episode bal. acc"], end_rows), "",
         *(f"- {note}" for note in notes), "",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.cli import parse_config
+from envs.cli import parse_config, shown_path
 from monitor.dataset import simfails_path
 
 SHIPPED_FILTERS = Path(__file__).resolve().parent / "filters"
@@ -57,18 +57,16 @@ class TrainFilterConfig:
 
 def main(argv: list[str] | None = None) -> None:
     from monitor.build import build_monitor
-    from monitor.evaluate import Split, flagged_examples, score_fidel
+    from monitor.evaluate import Split, flagged_examples, score_fidel, trained_failures
     from monitor.fidel import FidelMonitor
     from monitor.metrics import rates
     from monitor.semantic import TrainedFilter
 
     config = parse_config(TrainFilterConfig, argv)
-    path = simfails_path(config.data, config.task, config.policy)
-    if not path.is_file():
-        raise SystemExit(
-            f"error: no SimFails file {str(path)!r}; make it with "
-            f"python -m monitor.dataset task={config.task} policy={config.policy}"
-        )
+    try:
+        path = simfails_path(config.data, config.task, config.policy)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
     torch.set_num_threads(1)
     if config.monitor:
         monitor = FidelMonitor.load(config.monitor, task=config.task)
@@ -87,19 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     failures = sum(e.is_failure for e in examples)
     print(f"trained on {len(examples)} flagged filter-split frames ({failures} failure, {len(examples) - failures} "
           f"benign); train accuracy {trained.stats['train_accuracy']:.3f}")  # fmt: skip
-    print(f"wrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    print(f"wrote {shown_path(out)}")
 
     test = Split.read(path, "test")
-    scored = flagged(test)
-    decision = monitor.config.thresholding
-    where = scored.to_judge(decision)
-    p = trained.predict_proba(references[scored.reference[where]], test.frames[where], scored.heatmap[where])
-    is_failure = scored.late.copy()
-    is_failure[where] = p > trained.config.threshold
+    scored, decision = flagged(test), monitor.config.thresholding
+    is_failure = trained_failures(trained, references, scored, test.frames, decision)
     before, after = rates(scored.decisions[decision], test.failure), rates(is_failure, test.failure)
     flagged_count, late = int(scored.decisions[decision].sum()), int(scored.late.sum())
-    print(f"test split: {flagged_count} of {len(test.failure)} frames flagged ({late} late, the filter judged the rest); "
-          f"frame failure detection TPR / TNR without the filter {before['tpr']:.3f} / {before['tnr']:.3f}, "
+    print(f"test split: {flagged_count} of {len(test.failure)} frames flagged ({late} late, the filter judged the "
+          f"rest); frame failure detection TPR / TNR without the filter {before['tpr']:.3f} / {before['tnr']:.3f}, "
           f"with it {after['tpr']:.3f} / {after['tnr']:.3f}")  # fmt: skip
 
 

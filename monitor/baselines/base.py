@@ -223,7 +223,6 @@ class ThresholdMonitor:
         with torch_threads(self.torch_threads):
             return score_episode(self.scorer, frames)
 
-
     # -- persistence -----------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
