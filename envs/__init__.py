@@ -1,4 +1,8 @@
-"""robosuite tasks, perturbations, the fast renderer and the rollout harness."""
+"""robosuite tasks, perturbations, the fast renderer and the rollout harness.
+
+Importing the package registers the Gymnasium ids below; `gymnasium.make("envs:failscope/Lift-v0")` imports it first,
+so the ids work from a fresh interpreter (Gymnasium 1.x has no plugin entry points).
+"""
 
 import contextlib
 import os

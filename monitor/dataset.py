@@ -38,7 +38,8 @@ File layout (robomimic, as `envs.hdf5.EpisodeWriter` writes it): `data/demo_i/{o
 actions, states, rewards, dones, anomaly, failure}`; demo attrs `split`, `kind`, `perturbation`, `family`,
 `visual_onset`, `failure_onset`, `failure_step` (-1 = none) beside seed/outcome/perturbations; `data` attrs `late_step`,
 `policy`; `mask/{fit,filter,test}` list the demos of each split. Rollouts run in `workers` processes (each with its
-own renderer); an interrupted run resumes: episodes already in the file are skipped.
+own renderer); an interrupted run resumes: episodes already in the file are skipped (one a killed run left
+half-written is rewritten), and Ctrl-C waits for the episode being written.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.cli import parse_config
+from envs.hdf5 import EpisodeWriter, deferred_interrupt, demo_names
 from envs.perturbations import Perturbation, task_perturbations
 from envs.rollout import Episode
 from envs.tasks import TaskSpec, get_task
@@ -277,21 +279,22 @@ def simfails_path(data: str, task: str, policy: str) -> Path:
 
 
 def written_jobs(path: Path) -> set[Job]:
-    """Jobs already in the file (for resuming)."""
+    """Jobs already complete in the file (for resuming; a half-written one is to be done again)."""
     if not path.exists():
         return set()
     with h5py.File(path, "r") as file:
         if "data" not in file:
             return set()
+        groups = [file["data"][name] for name in demo_names(file)]
         return {
             Job(str(g.attrs["split"]), str(g.attrs["kind"]), str(g.attrs["perturbation"]), int(g.attrs["seed"]))
-            for g in file["data"].values()
+            for g in groups
         }
 
 
 def write_masks(file: h5py.File) -> dict[str, int]:
     """mask/<split> = the split's demos, in numeric order; returns the count per split."""
-    names = sorted(file["data"], key=lambda n: int(n.split("_")[1]))
+    names = demo_names(file)
     mask = file.require_group("mask")
     counts = {}
     for split in SPLITS:
@@ -321,7 +324,6 @@ def read_split(path: str | Path, split: str, frames: bool = True) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from envs.hdf5 import EpisodeWriter
     from envs.rollout import Runner
     from policies.registry import load_policy
 
@@ -357,16 +359,17 @@ def main(argv: list[str] | None = None) -> None:
                     batch = min(max(2, config.workers), max_attempts - attempted)
                     for job, episode in _map(fit_jobs(config, attempted, batch), config, spec.name, pool):
                         attempted += 1
-                        if episode.success and len(lengths) < config.fit_episodes:
-                            empty = np.zeros(episode.length, dtype=np.uint8)
-                            attrs = {**_attrs(job, None), **_episode_attrs(episode)}
-                            writer.write(episode, extras={"anomaly": empty, "failure": empty}, attrs=attrs)
-                            lengths.append(episode.length)
-                            bar.update()
-                        else:
-                            rejected.append(job.seed)
-                        data.attrs["fit_rejected_seeds"] = json.dumps(rejected)
-                    writer.file.flush()
+                        with deferred_interrupt():  # the attempt count (demos + rejected seeds) stays consistent
+                            if episode.success and len(lengths) < config.fit_episodes:
+                                empty = np.zeros(episode.length, dtype=np.uint8)
+                                attrs = {**_attrs(job, None), **_episode_attrs(episode)}
+                                writer.write(episode, extras={"anomaly": empty, "failure": empty}, attrs=attrs)
+                                lengths.append(episode.length)
+                                bar.update()
+                            else:
+                                rejected.append(job.seed)
+                            data.attrs["fit_rejected_seeds"] = json.dumps(rejected)
+                            writer.file.flush()
             if len(lengths) < config.fit_episodes:
                 raise SystemExit(
                     f"error: {config.policy} succeeded in only {len(lengths)} of {attempted} nominal episodes; "
@@ -386,11 +389,10 @@ def main(argv: list[str] | None = None) -> None:
             for job, episode in tqdm(rollouts, total=len(todo), desc="filter+test", unit="ep"):
                 perturbation = catalogue[job.perturbation] if job.perturbation else None
                 labels = frame_labels(episode, perturbation, late_step, spec)
-                writer.write(
+                writer.write(  # flushed, Ctrl-C held meanwhile
                     episode, extras={"anomaly": labels.anomaly, "failure": labels.failure},
                     attrs={**_attrs(job, perturbation, labels), **_episode_attrs(episode)},
                 )  # fmt: skip
-                writer.file.flush()
             counts = write_masks(writer.file)
             summary = _summary(writer.file)
     finally:
@@ -420,7 +422,7 @@ def _episode_attrs(episode: Episode) -> dict:
 
 def _summary(file: h5py.File) -> dict[tuple[str, str], list[int]]:
     rows: dict[tuple[str, str], list[int]] = {}
-    for group in file["data"].values():
+    for group in (file["data"][name] for name in demo_names(file)):
         row = rows.setdefault((str(group.attrs["split"]), str(group.attrs["kind"])), [0, 0, 0, 0, 0])
         row[0] += 1
         row[1] += group.attrs["outcome"] != "success"

@@ -2,7 +2,8 @@
 
 DART-style: the executed arm actions carry small Gaussian noise while the recorded actions are the expert's clean
 ones, so behaviour cloning sees states off the expert's path labelled with the way back. Only successful episodes
-are kept. Re-running with the same `out` appends (numbering and seeds continue), so an interrupted run resumes.
+are kept. Re-running with the same `out` appends (numbering and seeds continue), so an interrupted run resumes (a demo
+a killed run left half-written is dropped and the next one takes its name; Ctrl-C waits for the demo being written).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.cli import parse_config
-from envs.hdf5 import EpisodeWriter
+from envs.hdf5 import EpisodeWriter, deferred_interrupt
 from envs.rollout import get_runner
 from envs.tasks import get_task
 from policies.scripted import ScriptedExpert
@@ -75,11 +76,12 @@ def collect(config: CollectConfig) -> str:
             policy = NoisyExpert(expert, config.noise, seed)
             episode = runner.run(policy, seed=seed, record=True)
             seed, tried = seed + 1, tried + 1
-            writer.data.attrs["next_seed"] = seed
-            if episode.success:
-                writer.write(episode, actions=np.asarray(policy.clean_actions))
-                kept += 1
-                progress.update()
+            with deferred_interrupt():  # the seed counter and the demo it produced go in together
+                writer.data.attrs["next_seed"] = seed
+                if episode.success:
+                    writer.write(episode, actions=np.asarray(policy.clean_actions))
+                    kept += 1
+                    progress.update()
             progress.set_postfix(kept=f"{kept}", success=f"{kept / max(tried, 1):.0%}" if tried else "")
         progress.close()
         writer.write_split(config.valid_fraction)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -54,3 +57,17 @@ def test_perturbed_task_steps_until_truncation():
             break
     assert truncated and not terminated and t == get_task("lift").horizon - 1 and reward == 0.0
     env.close()
+
+
+def test_readme_make_works_in_a_fresh_interpreter():
+    """README: `gymnasium.make("envs:failscope/Lift-v0", perturbations=[...])` with nothing imported first."""
+    code = (
+        "import gymnasium\n"
+        "env = gymnasium.make('envs:failscope/Lift-v0', perturbations=['cube_color_blue'])\n"
+        "obs, info = env.reset(seed=0)\n"
+        "print(info['perturbations'], obs['agentview_image'].shape)\n"
+        "env.close()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['cube_color_blue'] (84, 84, 3)"

@@ -1,6 +1,8 @@
 """SimFails labels: the rules of monitor/dataset.py on hand-made episodes, and a tiny real run of the CLI (scripted
 expert, short horizon) whose frames and labels line up with the event onset."""
 
+from dataclasses import replace
+
 import h5py
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ import pytest
 from envs.perturbations import task_perturbations
 from envs.rollout import Episode
 from envs.tasks import get_task
-from monitor.dataset import DatasetConfig, Job, frame_labels, main, plan, read_split
+from envs.hdf5 import EpisodeWriter
+from monitor.dataset import DatasetConfig, Job, frame_labels, main, plan, read_split, write_masks, written_jobs
 
 LIFT = get_task("lift")
 CATALOGUE = task_perturbations(LIFT)
@@ -74,6 +77,24 @@ def test_plan_uses_disjoint_seeds_and_checks_names():
     assert Job("test", "event", "event_cube_teleport", teleport_seed) in jobs
     with pytest.raises(ValueError, match="unknown event.*valid: all, none, event_light_dim"):
         plan(DatasetConfig(events="event_meteor"), LIFT)
+
+
+def test_resume_skips_a_half_written_episode_and_rewrites_it(tmp_path):
+    path = tmp_path / "simfails.hdf5"
+    jobs = [Job("fit", "nominal", "", 100_000), Job("test", "nominal", "", 0)]
+    attrs = [{"split": j.split, "kind": j.kind, "perturbation": j.perturbation} for j in jobs]
+    with EpisodeWriter(path, LIFT, "<mujoco/>") as writer:
+        writer.write(replace(episode(5, "success"), seed=100_000), attrs=attrs[0])
+    with h5py.File(path, "a") as file:  # a run killed mid-write, before the completion marker existed
+        group = file["data"].create_group("demo_1")
+        group.attrs.update(num_samples=5, seed=0, **attrs[1])
+        group.create_dataset("actions", data=np.zeros((5, 7)))
+    assert written_jobs(path) == {jobs[0]}
+    with EpisodeWriter(path, LIFT, "<mujoco/>") as writer:
+        assert writer.discarded == ["demo_1"]
+        assert writer.write(episode(5), attrs=attrs[1]) == "demo_1"
+        assert write_masks(writer.file) == {"fit": 1, "filter": 0, "test": 1}
+    assert written_jobs(path) == set(jobs)
 
 
 def test_tiny_run_writes_aligned_frames_and_labels(tmp_path, lift_runner):  # lift_runner: robosuite warmed up
