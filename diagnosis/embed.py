@@ -141,8 +141,11 @@ class Rollouts:
         return sorted({n for ps in self.perturbations for n in ps})
 
 
-def dataset_file(path: str | Path) -> Path:
-    """A failures.hdf5 file, or the one in a search run directory."""
+def dataset_file(path: str | Path, task: str = "<task>", policy: str = "") -> Path:
+    """A failures.hdf5 file, or the one in a search run directory; another kind of file (a SimFails file, a
+    demonstration file) is an error that says how to make a failure dataset."""
+    from monitor.evaluate import require_dataset
+
     path = Path(path)
     file = path / "failures.hdf5" if path.is_dir() else path
     if not file.is_file():
@@ -151,6 +154,7 @@ def dataset_file(path: str | Path) -> Path:
     state = run / "state.json"
     if not (run / "summary.json").exists() and state.exists() and json.loads(state.read_text()).get("status") == "running":
         raise ValueError(f"the search in {run} has not finished (state.json says running); use a finished run")
+    require_dataset(file, "search", task, policy or "<policy>")
     return file
 
 
@@ -166,7 +170,7 @@ def load_rollouts(data: Sequence[str | Path], task: str, exclude: Sequence[str] 
     get_perturbations(task, list(exclude))  # unknown names → error listing the valid ones
     sources, demos, perturbations, failed = [], [], [], []
     for path in data:
-        file = dataset_file(path)
+        file = dataset_file(path, task)
         with h5py.File(file, "r") as handle:
             stored = handle["data"].attrs.get("task")
         if stored != task:
@@ -486,7 +490,7 @@ def train_embedding(
     if config.frames not in FRAMES:
         raise ValueError(f"unknown frames {config.frames!r}; valid: {', '.join(FRAMES)}")
     task = get_task(config.task).name
-    files = [dataset_file(p.strip()) for p in config.data.split(",") if p.strip()]
+    files = [dataset_file(p.strip(), task, config.policy) for p in config.data.split(",") if p.strip()]
     if not files:
         raise ValueError("data= must name a failures.hdf5 file or a search run directory")
     exclude = [n.strip() for n in config.exclude.split(",") if n.strip()]

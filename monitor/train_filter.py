@@ -57,21 +57,22 @@ class TrainFilterConfig:
 
 def main(argv: list[str] | None = None) -> None:
     from monitor.build import build_monitor
-    from monitor.evaluate import Split, flagged_examples, score_fidel, trained_failures
+    from monitor.evaluate import Split, flagged_examples, require_dataset, score_fidel, trained_failures
     from monitor.fidel import FidelMonitor
     from monitor.metrics import rates
     from monitor.semantic import TrainedFilter
 
     config = parse_config(TrainFilterConfig, argv)
-    try:
-        path = simfails_path(config.data, config.task, config.policy)
-    except FileNotFoundError as exc:
-        raise SystemExit(f"error: {exc}") from None
     torch.set_num_threads(1)
-    if config.monitor:
-        monitor = FidelMonitor.load(config.monitor, task=config.task)
-    else:
-        monitor = build_monitor(config.task, config.policy, config.episodes, config.nominal_seed)
+    try:  # the data first: a wrong file fails before minutes of fitting
+        path = require_dataset(simfails_path(config.data, config.task, config.policy), "simfails", config.task,
+                               config.policy)  # fmt: skip
+        if config.monitor:
+            monitor = FidelMonitor.load(config.monitor, task=config.task)
+        else:
+            monitor = build_monitor(config.task, config.policy, config.episodes, config.nominal_seed)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     references = monitor.memory.reference_frames
 
     def flagged(split: Split):

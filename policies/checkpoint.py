@@ -78,19 +78,64 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config_path} is not valid JSON ({exc}); expected a {FORMAT} config") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} holds a JSON {type(config).__name__}; expected a {FORMAT} config object")
     if config.get("format") != FORMAT:
         raise ValueError(f"{config_path} has format {config.get('format')!r}; expected {FORMAT!r}")
     try:
         state_dict = load_file(weights_path)
     except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
         raise ValueError(f"{weights_path} is not a readable safetensors file ({exc})") from None
-    model = dict(config["model"])
-    for key in ("channels", "hidden"):
-        model[key] = tuple(model[key])
+    missing = [k for k in ("task", "model", "normalization") if k not in config]
+    if missing:
+        raise ValueError(f"{config_path} lacks {', '.join(missing)}; expected a {FORMAT} config")
+    try:
+        model = dict(config["model"])
+        for key in ("channels", "hidden"):
+            if key in model:
+                model[key] = tuple(model[key])
+        model_config = ModelConfig(**model)
+        normalization = Normalization(**config["normalization"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{config_path}: bad model or normalization entry ({exc}); expected a {FORMAT} config"
+        ) from None
+    mismatch = weight_mismatch(model_config, state_dict)
+    if mismatch:
+        raise ValueError(
+            f"checkpoint {directory}: {WEIGHTS} does not match the model in {CONFIG} ({mismatch}); the two files come "
+            "from different trainings: restore the pair, or retrain (python -m policies.train)"
+        )
     return Checkpoint(
         task=config["task"],
-        model_config=ModelConfig(**model),
-        normalization=Normalization(**config["normalization"]),
+        model_config=model_config,
+        normalization=normalization,
         state_dict=state_dict,
         training=config.get("training", {}),
     )
+
+
+def weight_mismatch(model_config: ModelConfig, state_dict: dict[str, torch.Tensor], show: int = 3) -> str:
+    """What keeps `state_dict` from loading into the model `model_config` describes ('' when nothing): the first
+    `show` tensors of each kind (missing, unexpected, wrong shape), so a config/weights mix-up is one readable line
+    instead of torch's page of size mismatches."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        expected = {k: tuple(v.shape) for k, v in build_model(model_config).state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state_dict.items()}
+
+    def listed(what: str, items: list[str]) -> str:
+        more = f" and {len(items) - show} more" if len(items) > show else ""
+        return f"{len(items)} {what}: {', '.join(items[:show])}{more}"
+
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    shapes = [
+        f"{k} {list(stored[k])} vs {list(expected[k])}" for k in expected if k in stored and stored[k] != expected[k]
+    ]
+    parts = [
+        listed(what, items)
+        for what, items in (("with the wrong shape (weights vs config)", shapes), ("missing", missing),
+                            ("unexpected", unexpected))
+        if items
+    ]  # fmt: skip
+    return "; ".join(parts)

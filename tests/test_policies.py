@@ -142,3 +142,122 @@ def test_shipped_can_policy_reads_the_camera_and_acts():
         obs, _ = episode.step(action)
     measured = json.loads((CHECKPOINTS / name / "config.json").read_text())["measured"]
     assert measured["episodes"] == 50 and measured["nominal_success"] >= 0.70
+
+
+# -- a bad policy fails at load, in one line --------------------------------------------------------------------
+
+
+def test_checkpoint_whose_weights_do_not_match_its_config_names_the_tensors(tmp_path):
+    import shutil
+
+    from policies.registry import CHECKPOINTS
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(CHECKPOINTS / "lift_bc_lowdim", checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["model"]["hidden"] = [128, 256]  # retrained narrower, say, but the old weights kept
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as error:
+        load_policy(str(checkpoint))
+    assert str(error.value) == (
+        f"checkpoint {checkpoint}: model.safetensors does not match the model in config.json (3 with the wrong shape "
+        "(weights vs config): head.0.weight [256, 19] vs [128, 19], head.0.bias [256] vs [128], head.2.weight "
+        "[256, 256] vs [256, 128]); the two files come from different trainings: restore the pair, or retrain "
+        "(python -m policies.train)"
+    )
+    config["model"]["hidden"], config["model"]["nope"] = [256, 256], 1
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: bad model or normalization entry \(.*'nope'"):
+        load_policy(str(checkpoint))
+
+
+def wrong_length_action(obs):
+    return np.zeros(3)
+
+
+class NoAct:
+    obs_keys, action_dim = ("robot0_eef_pos",), 7
+
+    def __init__(self, task):
+        self.task = task
+
+    def reset(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("os:path", "policy 'os:path' is a module, not a policy: name a Policy class"),
+        ("os:sep", "policy 'os:sep' is a str, not a policy"),
+        ("os.path:join", "policy 'os.path:join' failed its test action on a dummy lift observation (zeros for "
+         "agentview_image): TypeError: expected str, bytes or os.PathLike object, not dict"),
+        ("test_policies:wrong_length_action", "act returned shape (3,) on a dummy lift observation; expected (7,)"),
+        ("test_policies:NoAct", "(NoAct) lacks act; a policy has obs_keys, action_dim, reset() and act(obs)"),
+        ("no_such_module:x", "cannot import 'no_such_module:x'"),
+    ],
+)
+def test_a_callable_spec_that_is_not_a_policy_fails_at_load(spec, message):
+    with pytest.raises(ValueError) as error:
+        load_policy(spec, "lift")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_real_callable_policy_passes_the_load_check():
+    from policies.adapters import dummy_observation, obs_shape
+    from envs.tasks import get_task
+
+    policy, task = load_policy("fake_policies:BlueAverse", "lift")
+    assert task.name == "lift" and policy.phase == "approach"  # reset after the test action
+    obs = dummy_observation(get_task("stack"), ("object-state", "cubeA_to_cubeB", "robot0_proprio-state"))
+    assert {k: v.shape for k, v in obs.items()} == {"object-state": (23,), "cubeA_to_cubeB": (3,),
+                                                    "robot0_proprio-state": (50,)}  # fmt: skip
+    assert obs_shape(get_task("lift"), "agentview_image") == (84, 84, 3) and obs_shape(task, "depth") is None
+
+
+# -- a policy that rarely succeeds: the monitor's nominal collection gives up early -----------------------------
+
+
+def test_nominal_collection_gives_up_early_on_a_failing_policy():
+    from monitor.build import collect_successes
+
+    seeds = []
+
+    def always_fails(seed):
+        seeds.append(seed)
+        return None
+
+    with pytest.raises(ValueError) as error:
+        collect_successes(always_fails, episodes=40, seed=100, max_attempts=80, policy="'fake' on lift")
+    assert str(error.value) == (
+        "policy 'fake' on lift succeeded in 0 of 9 nominal attempts (0%); the monitor needs 40 successful nominal "
+        "rollouts, which at that rate it will not get within 80 attempts: run without a monitor (monitor=none), use a "
+        "better policy, or lower monitor.episodes"
+    )
+    assert seeds == list(range(100, 109))
+    frames = collect_successes(lambda s: None if s % 10 == 0 else np.zeros(1), 40, 0, 80)  # 90%: no early stop
+    assert len(frames) == 40
+
+
+@pytest.mark.parametrize(
+    "successes, attempts, hopeless_",
+    [
+        (0, 4, False),  # too few attempts to judge the rate
+        (0, 9, True), (0, 8, False),  # an always-failing policy: given up on after 9 of 80
+        (2, 20, True), (10, 20, False),  # 10%: hopeless; 50%: still possible
+        (35, 41, False), (30, 71, True),  # the cap: 10 still needed in 9 left
+        (39, 79, False), (40, 80, False),
+    ],
+)
+def test_hopeless_rule(successes, attempts, hopeless_):
+    from monitor.build import hopeless
+
+    assert hopeless(successes, attempts, 40, 80) is hopeless_
+
+
+def test_nominal_collection_redraws_its_bar_once_per_kept_episode(capsys):
+    from monitor.build import collect_successes
+
+    collect_successes(lambda s: None if s % 2 else np.zeros(1), episodes=6, seed=0, max_attempts=12)
+    # tqdm redraws with a carriage return: the first draw, one per kept episode, and the final one at close.
+    assert capsys.readouterr().err.count("\r") <= 6 + 2

@@ -30,6 +30,10 @@ def get_perturbations(task: str | TaskSpec, names: str | Iterable[str]) -> list[
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
     available = task_perturbations(task)
+    names = list(names)
+    odd = [n for n in names if not isinstance(n, str)]
+    if odd:
+        raise ValueError(f"perturbation names must be strings, got {odd!r}; valid: {', '.join(available)}")
     chosen = [n.strip() for n in names]
     unknown = [n for n in chosen if n not in available]
     if unknown:

@@ -87,7 +87,8 @@ class LightIntensity(Perturbation):
         check_range("scale", [self.scale], 0.0, 10.0)
         if self.direction is not None:
             check_length("direction", self.direction, 3)
-            if np.linalg.norm(self.direction) == 0:
+            check_range("direction", self.direction, -100.0, 100.0)  # any length: it is normalised
+            if np.linalg.norm(np.asarray(self.direction, dtype=float)) == 0:
                 raise ValueError("direction must be a non-zero vector")
 
     def apply(self, scene: "Scene", rng: np.random.Generator) -> None:

@@ -7,6 +7,7 @@ Model edits need no undo: `Scene.restore()` copies every perturbable array back 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -48,16 +49,45 @@ def get_family(name: str) -> type["Perturbation"]:
         raise ValueError(f"unknown perturbation family {name!r}; valid families: {', '.join(sorted(FAMILIES))}") from None
 
 
+def _numbers(what: str, values: Iterable[float]) -> np.ndarray:
+    """`values` as floats; anything that is not a plain number (text, None, a bool, a nested list) is a ValueError
+    naming the parameter. Integers past float's range become ±inf, so the range check reports them."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"{what} must be a list of numbers, got {values!r}")
+    values = list(values)
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{what} must be numbers, got {tuple(values)!r}")
+        try:
+            out.append(float(v))
+        except OverflowError:
+            out.append(math.inf if v > 0 else -math.inf)
+    return np.asarray(out, dtype=float)
+
+
 def check_range(what: str, values: Iterable[float], low: float, high: float, *, positive: bool = False) -> None:
-    """ValueError naming the parameter when a value is outside [low, high] (or (0, high] when `positive`)."""
-    values = np.asarray(list(values), dtype=float)
+    """ValueError naming the parameter when a value is not a number in [low, high] (or (0, high] when `positive`)."""
+    values = _numbers(what, values)
     bad = ~np.isfinite(values) | (values < low) | (values > high) | (positive & (values <= 0))
     if bad.any():
         bound = f"in (0, {high}]" if positive else f"in [{low}, {high}]"
         raise ValueError(f"{what} must be {bound}, got {tuple(values.tolist())}")
 
 
+def check_int(what: str, value: object, low: int, high: int | None = None) -> None:
+    """ValueError naming the parameter unless `value` is an integer (not a bool) in [low, high]."""
+    bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} must be an integer {bound}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{what} must be an integer {bound}, got {value}")
+
+
 def check_length(what: str, values: Sequence[float], n: int) -> None:
+    """ValueError naming the parameter unless `values` is a sequence (tuple, list, array) of `n` values."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise ValueError(f"{what} needs {n} values (a tuple or list), got {values!r}")
     if len(values) != n:
         raise ValueError(f"{what} needs {n} values, got {len(values)}")
 
@@ -78,14 +108,19 @@ class Perturbation:
     """Which of the task's objects an object perturbation acts on (0 = the primary object)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a perturbation's name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.description, str):
+            raise ValueError(f"perturbation {self.name!r}: description must be a string, got {self.description!r}")
+        if self.at_step is not None:
+            check_int(f"perturbation {self.name!r}: at_step", self.at_step, 0)
+        check_int(f"perturbation {self.name!r}: target", self.target, 0)
         kind = self.timing_kind
         if kind not in self.timing_kinds:
             raise ValueError(
                 f"perturbation {self.name!r} of family {self.family!r} cannot fire at {kind}; "
                 f"allowed: {', '.join(sorted(self.timing_kinds))}"
             )
-        if self.at_step is not None and self.at_step < 0:
-            raise ValueError(f"perturbation {self.name!r}: at_step must be >= 0, got {self.at_step}")
         self.check_params()
 
     @property

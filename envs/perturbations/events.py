@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.perturbations.base import Perturbation, check_length, check_range, register_family
+from envs.perturbations.base import Perturbation, check_int, check_length, check_range, register_family
 from envs.perturbations.placement import free_joint_qpos, free_joint_qvel
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class GripperForcedOpen(_Event):
     duration: int
 
     def check_params(self) -> None:
-        check_range("duration", [self.duration], 1, 10_000)
+        check_int("duration", self.duration, 1, 10_000)
 
     def act(self, action: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
         if self.at_step <= t < self.at_step + self.duration:

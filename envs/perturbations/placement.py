@@ -59,7 +59,7 @@ class Distractor(Perturbation):
     offset: tuple[float, float] = (0.0, 0.12)
 
     def check_params(self) -> None:
-        if self.shape not in DISTRACTOR_SHAPES:
+        if not isinstance(self.shape, str) or self.shape not in DISTRACTOR_SHAPES:
             raise ValueError(f"unknown distractor shape {self.shape!r}; valid shapes: {', '.join(DISTRACTOR_SHAPES)}")
         check_length("rgba", self.rgba, 4)
         check_range("rgba", self.rgba, 0.0, 1.0)
