@@ -38,21 +38,35 @@ class Bandit:
         return (1.0 + self.failures) / (2.0 + self.pulls)
 
     def state(self) -> dict:
-        """What a resumed search needs (the RNG is reseeded from the rollout count instead)."""
-        return {"failures": self.failures.tolist(), "pulls": self.pulls.tolist()}
+        """Everything a resumed search needs to continue exactly as an uninterrupted one would (JSON-able)."""
+        return {"failures": self.failures.tolist(), "pulls": self.pulls.tolist(), "rng": self.rng.bit_generator.state}
 
-    def load_state(self, state: dict, rollouts_done: int) -> None:
+    def load_state(self, state: dict) -> None:
         self.failures = np.asarray(state["failures"], dtype=np.int64)
         self.pulls = np.asarray(state["pulls"], dtype=np.int64)
-        self.rng = np.random.default_rng([self.seed, 1729, rollouts_done])
+        self.rng.bit_generator.state = state["rng"]
 
 
+@dataclass
 class UniformAllocation(Bandit):
-    """Round robin: after K·n rollouts every perturbation has been tried n times."""
+    """Round robin: after K·n rollouts every perturbation has been tried n times.
+
+    The cycle follows the arms handed out, not the pulls counted: a rollout whose simulation failed is no pull (it
+    says nothing about the policy), and counting pulls would hand the same arm out again and again."""
+
+    selected: int = field(init=False, default=0)
 
     def select(self, n: int) -> np.ndarray:
-        start = int(self.pulls.sum())
-        return (start + np.arange(n)) % self.arms
+        arms = (self.selected + np.arange(n)) % self.arms
+        self.selected += n
+        return arms
+
+    def state(self) -> dict:
+        return {**super().state(), "selected": self.selected}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.selected = int(state["selected"])
 
 
 class RandomAllocation(Bandit):

@@ -263,7 +263,8 @@ class _Progress(BaseCallback):
 def run_continuous_search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The whole continuous search for a composed configuration; returns the summary (also in summary.json)."""
     from diagnosis.search import check_writable, resolve_candidates, resolve_ground_truth, resolve_task
-    from diagnosis.search_run import PerturbationCounts, print_ranking
+    from diagnosis.printout import print_ranking
+    from diagnosis.search_run import PerturbationCounts
     from policies.registry import default_policy
 
     started = time.perf_counter()

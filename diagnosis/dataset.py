@@ -12,33 +12,18 @@ stored (`restore_first_state`).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from envs.hdf5 import EpisodeWriter, demo_names
+from envs.hdf5 import EpisodeWriter, deferred_interrupt, demo_names
 from envs.perturbations import get_perturbations
 from envs.rollout import Episode, Runner
 from envs.tasks import TaskSpec
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Holds Ctrl-C until the block is done, so an interrupted search never leaves half a rollout in the file."""
-    received: list[tuple[int, Any]] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received and callable(previous):
-            previous(*received[0])
 
 
 def monitor_labels(episode: Episode) -> dict[str, np.ndarray]:
@@ -67,6 +52,17 @@ class FailureDatasetWriter:
 
     def __len__(self) -> int:
         return len(self.writer)
+
+    def truncate(self, keep: int) -> int:
+        """Deletes every rollout after the first `keep` (a resumed search reruns them); returns how many went."""
+        data = self.writer.data
+        extra = [name for name in data if int(name.split("_")[1]) >= keep]
+        for name in extra:
+            data.attrs["total"] = int(data.attrs.get("total", 0)) - int(data[name].attrs.get("num_samples", 0))
+            del data[name]
+        if extra:
+            self.writer.file.flush()
+        return len(extra)
 
     def write(self, info: dict[str, Any], search_step: int) -> str:
         attrs = {

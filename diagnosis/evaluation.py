@@ -1,18 +1,23 @@
 """A ranking judged against ground truth: success rates from exhaustive plain rollouts (experiments.ground_truth).
 
-Only pairs of perturbations whose ground-truth success rates differ significantly (non-overlapping 95% Wilson
-intervals) count for pairwise accuracy: with 20 episodes each, 0.40 against 0.45 is noise, and a ranking should not
-be rewarded or punished for ordering noise.
+Two views, always reported together:
+- significant-pair accuracy (`pairwise_accuracy`): only pairs whose ground-truth success rates differ significantly
+  (non-overlapping 95% Wilson intervals) count. With 20 episodes each, 0.40 against 0.45 is noise, and a ranking
+  should not be rewarded or punished for ordering noise; but the pairs left are the easy ones (mostly 0/20 against
+  8/20 or more), so this figure is not comparable with RoboMD's accuracy over all pairs.
+- all-pair rank correlations: Kendall τ-b and Spearman ρ between the ranking's scores and the ground-truth failure
+  rates, over every perturbation (ties handled by τ-b and by average ranks).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau
+from scipy.stats import kendalltau, spearmanr
 
 from diagnosis.ranking import Ranking
 
@@ -71,7 +76,7 @@ def significant_pairs(truth: GroundTruth, names: list[str]) -> list[tuple[str, s
 
 
 def compare(ranking: Ranking, truth: GroundTruth, k: int = 5) -> dict[str, float]:
-    """Pairwise accuracy over significant pairs (ties count half), Kendall τ-b and top-k recall."""
+    """Significant-pair accuracy (ties count half), Kendall τ-b and Spearman ρ over all perturbations, top-k recall."""
     names = [n for n in ranking.names if n in truth.entries]
     if len(names) < 2:
         raise ValueError(f"ground truth {truth.path} covers {len(names)} of the ranked perturbations; need 2 or more")
@@ -81,13 +86,36 @@ def compare(ranking: Ranking, truth: GroundTruth, k: int = 5) -> dict[str, float
     predicted = np.array([score[n] for n in names])
     actual = np.array([truth.failure_rate(n) for n in names])
     tau = kendalltau(predicted, actual).statistic
+    rho = spearmanr(predicted, actual).statistic
     return {
         "pairwise_accuracy": float(np.mean(agree)) if pairs else float("nan"),
         "significant_pairs": len(pairs),
+        "all_pairs": len(names) * (len(names) - 1) // 2,
         "kendall_tau": float(tau) if np.isfinite(tau) else float("nan"),
+        "spearman_rho": float(rho) if np.isfinite(rho) else float("nan"),
         f"top{k}_recall": top_k_recall(ranking, truth, k),
         "compared": len(names),
     }
+
+
+def truly_worst(truth: GroundTruth, names: list[str], k: int) -> set[str]:
+    """The k most failure-prone of `names` by ground truth, with every one tied with the k-th (ties at the boundary
+    would otherwise make the set arbitrary)."""
+    names = [n for n in names if n in truth.entries]
+    k = min(k, len(names))
+    cutoff = sorted((truth.failure_rate(n) for n in names), reverse=True)[k - 1]
+    return {n for n in names if truth.failure_rate(n) >= cutoff}
+
+
+def budget_on_worst(
+    rollout_perturbations: Sequence[Sequence[str]], truth: GroundTruth, names: list[str], k: int = 5
+) -> float:
+    """Share of the rollouts that included one of the truly worst k perturbations: how a method actually spent
+    its budget, which the entropy and FSI of its ranking do not show."""
+    if not rollout_perturbations:
+        return float("nan")
+    worst = truly_worst(truth, names, k)
+    return sum(bool(worst.intersection(p)) for p in rollout_perturbations) / len(rollout_perturbations)
 
 
 def top_k_recall(ranking: Ranking, truth: GroundTruth, k: int) -> float:
@@ -95,8 +123,5 @@ def top_k_recall(ranking: Ranking, truth: GroundTruth, k: int) -> float:
     k-th worst counts as truly worst (ties at the boundary would otherwise make the true set arbitrary)."""
     names = [n for n in ranking.names if n in truth.entries]
     k = min(k, len(names))
-    worst_first = sorted(truth.failure_rate(n) for n in names)[::-1]
-    cutoff = worst_first[k - 1]
-    truly_worst = {n for n in names if truth.failure_rate(n) >= cutoff}
     predicted = [n for n in ranking.top(len(ranking.names)) if n in truth.entries][:k]
-    return len(truly_worst.intersection(predicted)) / k
+    return len(truly_worst(truth, names, k).intersection(predicted)) / k

@@ -3,7 +3,9 @@
 Every method drives the same vectorised `FailureSearchEnv`, so all of them produce the same rollouts, datasets and
 reports; they differ in how they choose the next perturbation and in how they read a ranking off what they learned.
 `on_step(actions, infos) -> bool` is called after every vectorised step with the finished rollouts; returning
-False stops the search (budget spent or interrupted).
+False stops the search (budget spent or interrupted). `on_safe_point()` is called whenever the method's whole state
+can be saved so that a resumed search continues exactly as an uninterrupted one would: bandits after every step, RL
+agents between a policy update and the next rollout collection (a half-filled rollout buffer is not saved).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from diagnosis.bandits import BANDITS, Bandit
 
 StepHook = Callable[[np.ndarray, list[dict[str, Any]]], bool]
+SafePointHook = Callable[[], None]
 
 RL_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C}
 METHODS = (*RL_ALGORITHMS, *BANDITS)
@@ -36,7 +39,9 @@ class SearchMethod:
     max_depth: int | None = None
     """A depth the method requires (bandits try one perturbation at a time); None: the configured one."""
 
-    def run(self, envs: VecEnv, rollouts: int, on_step: StepHook) -> None:
+    def run(self, envs: VecEnv, rollouts: int, on_step: StepHook, on_safe_point: SafePointHook) -> None:
+        """Runs `rollouts` more rollouts; a fresh search resets `envs` first, a resumed one (after `load`) does not,
+        since its workers' states were restored."""
         raise NotImplementedError
 
     def scores(self, nominal_observations: Any) -> np.ndarray:
@@ -44,19 +49,39 @@ class SearchMethod:
         raise NotImplementedError
 
     def save(self, directory: Path) -> None:
+        """Writes the state `load` needs into `directory` (called at safe points only)."""
         raise NotImplementedError
 
-    def load(self, directory: Path, envs: VecEnv, rollouts_done: int) -> None:
+    def load(self, directory: Path, envs: VecEnv) -> None:
         raise NotImplementedError
 
 
 class _StepCallback(BaseCallback):
-    def __init__(self, on_step: StepHook):
+    def __init__(self, on_step: StepHook, on_safe_point: SafePointHook):
         super().__init__()
-        self.hook = on_step
+        self.hook, self.safe_point = on_step, on_safe_point
+
+    def _on_rollout_start(self) -> None:
+        # The previous update is done and the new buffer is empty: nothing is lost by saving here.
+        self.safe_point()
 
     def _on_step(self) -> bool:
         return self.hook(np.asarray(self.locals["actions"]), list(self.locals["infos"]))
+
+
+def _rng_states() -> dict[str, Any]:
+    """The global RNG streams an SB3 agent draws from: torch (action sampling), numpy (minibatch order)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state().numpy().tolist(),
+        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
 
 
 class RLSearch(SearchMethod):
@@ -80,9 +105,10 @@ class RLSearch(SearchMethod):
             policy_kwargs={"net_arch": {"pi": net_arch, "vf": net_arch}}, **params,
         )
 
-    def run(self, envs: VecEnv, rollouts: int, on_step: StepHook) -> None:
+    def run(self, envs: VecEnv, rollouts: int, on_step: StepHook, on_safe_point: SafePointHook) -> None:
         self.agent.learn(
-            total_timesteps=rollouts, callback=_StepCallback(on_step), reset_num_timesteps=False, tb_log_name=self.name
+            total_timesteps=rollouts, callback=_StepCallback(on_step, on_safe_point), reset_num_timesteps=False,
+            tb_log_name=self.name,
         )
 
     @torch.no_grad()
@@ -92,12 +118,24 @@ class RLSearch(SearchMethod):
         return probs.mean(dim=0).cpu().numpy().astype(float)
 
     def save(self, directory: Path) -> None:
+        """The agent (weights, optimiser), the observation it acts on next and the RNG streams: SB3's own save
+        keeps neither of the last two, and without them a resumed search would diverge from an uninterrupted one."""
         self.agent.save(directory / f"{self.name}.zip")
+        observation = self.agent._last_obs
+        arrays = observation if isinstance(observation, dict) else {"obs": observation}
+        np.savez(directory / "agent.npz", episode_starts=self.agent._last_episode_starts, **arrays)
+        (directory / "rng.json").write_text(json.dumps(_rng_states()))
 
-    def load(self, directory: Path, envs: VecEnv, rollouts_done: int) -> None:
+    def load(self, directory: Path, envs: VecEnv) -> None:
         self.agent = RL_ALGORITHMS[self.name].load(
             directory / f"{self.name}.zip", env=envs, device="cpu", tensorboard_log=self.agent.tensorboard_log
         )
+        with np.load(directory / "agent.npz", allow_pickle=False) as arrays:
+            stored = {key: arrays[key] for key in arrays.files}
+        self.agent._last_episode_starts = stored.pop("episode_starts")
+        # Set, so that learn() continues from this observation instead of resetting the workers.
+        self.agent._last_obs = stored["obs"] if set(stored) == {"obs"} else stored
+        _set_rng_states(json.loads((directory / "rng.json").read_text()))
 
 
 class BanditSearch(SearchMethod):
@@ -111,8 +149,11 @@ class BanditSearch(SearchMethod):
         self.name = name
         self.bandit: Bandit = BANDITS[name](arms, seed)
 
-    def run(self, envs: VecEnv, rollouts: int, on_step: StepHook) -> None:
-        envs.reset()
+    resumed = False
+
+    def run(self, envs: VecEnv, rollouts: int, on_step: StepHook, on_safe_point: SafePointHook) -> None:
+        if not self.resumed:
+            envs.reset()
         done = 0
         while done < rollouts:
             arms = self.bandit.select(envs.num_envs)
@@ -121,7 +162,9 @@ class BanditSearch(SearchMethod):
                 if info["outcome"] != "sim_error":  # an unstable simulation says nothing about the policy
                     self.bandit.update(int(arm), info["failed"])
             done += envs.num_envs
-            if not on_step(arms, infos):
+            keep_going = on_step(arms, infos)
+            on_safe_point()
+            if not keep_going:
                 return
 
     def scores(self, nominal_observations: Any = None) -> np.ndarray:
@@ -130,8 +173,18 @@ class BanditSearch(SearchMethod):
     def save(self, directory: Path) -> None:
         (directory / f"{self.name}.json").write_text(json.dumps(self.bandit.state()))
 
-    def load(self, directory: Path, envs: VecEnv, rollouts_done: int) -> None:
-        self.bandit.load_state(json.loads((directory / f"{self.name}.json").read_text()), rollouts_done)
+    def load(self, directory: Path, envs: VecEnv) -> None:
+        self.bandit.load_state(json.loads((directory / f"{self.name}.json").read_text()))
+        self.resumed = True
+
+
+def checkpoint_files(name: str) -> tuple[str, ...]:
+    """The files a method's checkpoint holds (what a resume checks for before it starts)."""
+    if name in RL_ALGORITHMS:
+        return f"{name}.zip", "agent.npz", "rng.json"
+    if name in BANDITS:
+        return (f"{name}.json",)
+    raise ValueError(f"unknown search method {name!r}; valid: {', '.join(METHODS)}")
 
 
 def build_method(

@@ -53,7 +53,7 @@ def first_frames(task: str, names: Sequence[str], seeds: int) -> np.ndarray:
 def rank_unseen(
     search: ContinuousSearch, names: Sequence[str], frames: np.ndarray, embedder: SceneEmbedder | None = None
 ) -> list[dict[str, Any]]:
-    """Ranked rows (rank, perturbation, score, probability, log_density, reliability, predicted_failure, seen) for
+    """Ranked rows (rank, perturbation, score, search_score, log_density, reliability, predicted_failure, seen) for
     perturbations given by name and their first frames (len(names), seeds, H, W, 3)."""
     if not names:
         raise ValueError("name at least one perturbation to rank")
@@ -77,12 +77,12 @@ def rank_unseen(
 
 def print_rows(rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title)
-    columns = ("rank", "perturbation", "log-density", "P(fail) by density", "distance to known", "head P(fail)", "seen")
+    columns = ("rank", "perturbation", "log-density", "search score (density)", "distance to known", "head P(fail)", "seen")
     for column in columns:
         table.add_column(column, justify="left" if column == "perturbation" else "right")
     for row in rows:
         table.add_row(
-            str(row["rank"]), row["perturbation"], f"{row['log_density']:.1f}", f"{row['probability']:.3f}",
+            str(row["rank"]), row["perturbation"], f"{row['log_density']:.1f}", f"{row['search_score']:.3f}",
             f"{row['reliability']:.2f}", f"{row['predicted_failure']:.2f}", "yes" if row["seen"] else "no",
         )
     Console(width=max(Console().width, 120)).print(table)

@@ -67,10 +67,12 @@ class Ranking:
         }
 
     def rows(self) -> list[dict]:
-        """Rank, name, score and probability, most failure-prone first (for summaries and tables)."""
+        """Rank, name, the method's score and the search score (the scores normalised over the modes, which is
+        RoboMD's "failure probability" of a mode: a share of the ranking, not a failure rate), most failure-prone
+        first (for summaries and tables)."""
         p = self.probabilities
         return [
-            {"rank": r + 1, "perturbation": self.names[i], "score": float(self.scores[i]), "probability": float(p[i])}
+            {"rank": r + 1, "perturbation": self.names[i], "score": float(self.scores[i]), "search_score": float(p[i])}
             for r, i in enumerate(self.order())
         ]
 

@@ -1,8 +1,8 @@
 """What a person reads after a search: radar.png and report.html, rendered from summary.json and failures.hdf5.
 
 For each of the top failure modes the report shows a rollout under it — alone if the search ever tried it alone,
-failed if any did: the first frame, the frame where things went wrong with the monitor's heatmap over it (the
-first frame the monitor flagged, else the last), and a short video.
+failed if any did: the first frame, the frame where things went wrong with the monitor's heatmap over it (its first
+failure verdict once the robot moved, else its first anomaly, else the last frame), and a short video.
 """
 
 from __future__ import annotations
@@ -21,35 +21,76 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from diagnosis.dataset import read_rollouts  # noqa: E402
+from diagnosis.printout import interval, monitor_lines  # noqa: E402
 
 VIDEO_SCALE = 4  # 84 px frames → 336 px videos (a multiple of 16, as H.264 encoders want)
 
 
+RADAR_LABELS = 8
+"""Spokes labelled by name on the radar (the most failure-prone by search score): at 36 or 100 spokes, labels on
+every spoke overlap; the bars beside it name the top modes instead."""
+BARS = 25
+"""Modes listed in the bar chart beside the radar."""
+
+
 def radar_plot(summary: dict[str, Any], path: Path) -> None:
-    """Failure probability per perturbation on a polar axis (RoboMD Fig. 7), with the ground truth's failure rate
-    scaled onto the same axis when it is known."""
+    """Left: the search score per perturbation on a polar axis (RoboMD Fig. 7), with the ground truth's failure
+    rate scaled onto it when known, only the top modes labelled. Right: the top modes as sorted bars of their
+    observed failure rate alone with its 95% interval, ground truth beside it."""
     rows = sorted(summary["ranking"], key=lambda r: r["perturbation"])
     names = [r["perturbation"] for r in rows]
-    probs = np.array([r["probability"] for r in rows])
+    scores = np.array([r["search_score"] for r in rows])
     angles = np.linspace(0, 2 * np.pi, len(rows), endpoint=False)
     closed = np.append(angles, angles[0])
-    fig, ax = plt.subplots(figsize=(9, 9), subplot_kw={"projection": "polar"})
-    ax.plot(closed, np.append(probs, probs[0]), color="tab:red", linewidth=2, label=f"search ({summary['method']})")
-    ax.fill(closed, np.append(probs, probs[0]), color="tab:red", alpha=0.2)
+    fig = plt.figure(figsize=(15, 7.5))
+    ax = fig.add_subplot(1, 2, 1, projection="polar")
+    ax.plot(closed, np.append(scores, scores[0]), color="tab:red", linewidth=2, label=f"search score ({summary['method']})")
+    ax.fill(closed, np.append(scores, scores[0]), color="tab:red", alpha=0.2)
     truth = [r.get("ground_truth_success") for r in rows]
     if all(t is not None for t in truth):
-        failure_rate = 1.0 - np.array(truth, dtype=float)
-        if failure_rate.max() > 0:
-            scaled = failure_rate * probs.max() / failure_rate.max()
-            ax.plot(closed, np.append(scaled, scaled[0]), "k--", linewidth=1, label="ground truth failure rate (scaled)")
+        failure = 1.0 - np.array(truth, dtype=float)
+        if failure.max() > 0:
+            scaled = failure * scores.max() / failure.max()
+            ax.plot(closed, np.append(scaled, scaled[0]), "k--", linewidth=1, label="ground-truth failure rate (scaled)")
+    top = set(np.argsort(-scores, kind="stable")[:RADAR_LABELS])
     ax.set_xticks(angles)
-    ax.set_xticklabels(names, fontsize=7)
-    ax.tick_params(axis="y", labelsize=7)
-    ax.set_title(f"P(failure) per perturbation: {summary['policy']} on {summary['task']}", pad=30)
-    ax.legend(loc="lower right", bbox_to_anchor=(1.15, -0.1), fontsize=8)
+    ax.set_xticklabels([names[i] if i in top else "" for i in range(len(names))], fontsize=8)
+    ax.set_rlabel_position(0)
+    ax.tick_params(axis="y", labelsize=6, colors="0.4")
+    ax.set_title(f"search score per perturbation ({len(rows)}; top {min(RADAR_LABELS, len(rows))} named)", pad=28)
+    ax.legend(loc="lower left", bbox_to_anchor=(-0.1, -0.14), fontsize=8)
+    _bars(fig.add_subplot(1, 2, 2), summary["ranking"])
+    fig.suptitle(f"{summary['policy']} on {summary['task']}: {summary['method']}, "
+                 f"{summary['budget']['rollouts_done']} rollouts")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _bars(ax: plt.Axes, ranking: list[dict[str, Any]]) -> None:
+    """The top modes by search score, top first: observed failure rate alone (95% interval) and ground truth."""
+    shown = ranking[:BARS]
+    y = np.arange(len(shown))[::-1]
+    rates = np.array([np.nan if r.get("failure_rate") is None else r["failure_rate"] for r in shown])
+    low = np.array([r.get("failure_rate_low", np.nan) for r in shown])
+    high = np.array([r.get("failure_rate_high", np.nan) for r in shown])
+    known = ~np.isnan(rates)
+    ax.barh(y[known], rates[known], color="tab:red", alpha=0.6, label="observed failure rate alone (95% CI)")
+    ax.errorbar(rates[known], y[known], xerr=[rates[known] - low[known], high[known] - rates[known]], fmt="none",
+                ecolor="0.2", capsize=2, linewidth=1)
+    truth = [r.get("ground_truth_success") for r in shown]
+    if any(t is not None for t in truth):
+        values = np.array([np.nan if t is None else 1.0 - t for t in truth])
+        ax.plot(values, y, "kD", markersize=4, label="ground-truth failure rate")
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{r['rank']}. {r['perturbation']}" + ("" if r.get("failure_rate") is not None else
+                        " (never alone)") for r in shown], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("failure rate")
+    more = len(ranking) - len(shown)
+    ax.set_title(f"top {len(shown)} modes by search score" + (f" ({more} more in summary.json)" if more else ""))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def pick_rollout(rollouts: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
@@ -73,19 +114,29 @@ def heatmap_overlay(ax: plt.Axes, frame: np.ndarray, heatmap: np.ndarray | None)
         ax.imshow(heatmap.astype(float), cmap="jet", alpha=0.45, extent=(0, w, h, 0), interpolation="bilinear")
 
 
-def mode_figure(demo: h5py.Group, path: Path) -> dict[str, Any]:
-    """First frame | failure frame | heatmap over it; returns what the caption needs."""
+def shown_frame(demo: h5py.Group, monitor: dict[str, Any] | None) -> tuple[int, str]:
+    """The frame that tells the story, and what it is: the monitor's first failure verdict once the robot had moved
+    (detection), else its first anomaly (often frame 0 of a changed scene: prediction), else the last frame."""
+    if monitor and monitor.get("first_failure_acting") is not None:
+        return int(monitor["first_failure_acting"]), "first failure verdict once the robot moved"
+    anomaly = demo["anomaly"][:] if "anomaly" in demo else np.array([], dtype=np.uint8)
+    flagged = np.flatnonzero(anomaly)
+    if len(flagged):
+        return int(flagged[0]), "first anomaly"
+    return len(demo["obs/agentview_image"]) - 1, "last frame"
+
+
+def mode_figure(demo: h5py.Group, monitor: dict[str, Any] | None, path: Path) -> dict[str, Any]:
+    """First frame | the telling frame | heatmap over it; returns what the caption needs."""
     frames = demo["obs/agentview_image"]
-    anomaly = demo["anomaly"][:] if "anomaly" in demo else None
-    flagged = np.flatnonzero(anomaly) if anomaly is not None else np.array([], dtype=int)
-    index = int(flagged[0]) if len(flagged) else len(frames) - 1
+    index, what = shown_frame(demo, monitor)
     heatmap = demo["heatmap"][index] if "heatmap" in demo else None
     panels = 3 if heatmap is not None else 2
     fig, axes = plt.subplots(1, panels, figsize=(3 * panels, 3.2))
     axes[0].imshow(frames[0])
     axes[0].set_title("first frame", fontsize=9)
     axes[1].imshow(frames[index])
-    axes[1].set_title(f"{'first flagged' if len(flagged) else 'last'} frame (step {index})", fontsize=9)
+    axes[1].set_title(f"{what} (step {index})", fontsize=9)
     if heatmap is not None:
         heatmap_overlay(axes[2], frames[index], heatmap)
         axes[2].set_title("monitor heatmap", fontsize=9)
@@ -94,7 +145,26 @@ def mode_figure(demo: h5py.Group, path: Path) -> dict[str, Any]:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return {"step": index, "flagged": bool(len(flagged))}
+    return {"step": index, "what": what}
+
+
+def monitor_caption(monitor: dict[str, Any] | None) -> str:
+    """What the monitor saw in one rollout: prediction (before the robot moved) apart from detection."""
+    if not monitor:
+        return "no monitor watched"
+    parts = []
+    if monitor.get("first_anomaly") is None:
+        parts.append("no anomaly")
+    else:
+        before = monitor["first_anomaly"] < monitor.get("acting_from", 0)
+        parts.append(f"first anomaly at step {monitor['first_anomaly']}" + (" (before the robot moved)" if before else ""))
+    acting = monitor.get("first_failure_acting")
+    parts.append("no failure verdict once the robot moved" if acting is None else
+                 f"first failure verdict once the robot moved (step {monitor.get('acting_from', 0)}) at step {acting}")
+    late = monitor.get("first_late")
+    if late is not None:
+        parts.append(f"overrun rule from step {late}")
+    return "; ".join(parts)
 
 
 def write_video(frames: np.ndarray, path: Path, fps: int = 20) -> None:
@@ -122,16 +192,18 @@ def write_report(run_dir: Path, summary: dict[str, Any] | None = None, top_k: in
                 continue
             demo = file["data"][chosen["demo"]]
             stem = f"{row['rank']:02d}_{mode}"
-            caption = mode_figure(demo, media / f"{stem}.png")
+            mode_figure(demo, chosen["monitor"], media / f"{stem}.png")
             video = ""
             if videos:
                 write_video(demo["obs/agentview_image"][:], media / f"{stem}.mp4")
                 video = f'<video src="media/{stem}.mp4" controls loop muted width="336"></video>'
             sections.append(
-                f"<h3>{row['rank']}. {html.escape(mode)} &mdash; P(fail) {row['probability']:.3f}</h3>"
+                f"<h3>{row['rank']}. {html.escape(mode)} &mdash; failed {row['failed_alone']} of "
+                f"{row['tried_alone']} alone{', rate ' + interval(row) if interval(row) else ''}; search score "
+                f"{row['search_score']:.3f}</h3>"
                 f"<p>rollout {chosen['demo']} (seed {chosen['seed']}, perturbations: "
                 f"{html.escape(', '.join(chosen['perturbations']))}): <b>{chosen['outcome']}</b> after "
-                f"{chosen['length']} steps; {'monitor flagged' if caption['flagged'] else 'showing'} step {caption['step']}</p>"
+                f"{chosen['length']} steps; monitor: {html.escape(monitor_caption(chosen['monitor']))}</p>"
                 f'<img src="media/{stem}.png"> {video}'
             )
     path = run_dir / "report.html"
@@ -142,19 +214,26 @@ def write_report(run_dir: Path, summary: dict[str, Any] | None = None, top_k: in
 def _page(summary: dict[str, Any], sections: list[str]) -> str:
     metrics = summary["metrics"]
     truth = summary.get("ground_truth")
-    truth_line = (
-        f"<p>Against ground truth ({html.escape(Path(truth['path']).name)}): pairwise accuracy "
-        f"<b>{truth['pairwise_accuracy']:.3f}</b> over {truth['significant_pairs']} significant pairs, "
-        f"Kendall &tau; {truth['kendall_tau']:.3f}</p>" if truth else ""
-    )
-    header = ["rank", "perturbation", "P(fail)", "failed / tried alone", "failed / tried in any set"]
+    truth_line = ""
+    if truth:
+        spent = truth.get("budget_on_true_top5")
+        truth_line = (
+            f"<p>Against ground truth ({html.escape(Path(truth['path']).name)}): significant-pair accuracy "
+            f"<b>{truth['pairwise_accuracy']:.3f}</b> over {truth['significant_pairs']} of {truth['all_pairs']} pairs "
+            f"(pairs whose ground-truth intervals do not overlap); over all pairs Kendall &tau;-b "
+            f"{truth['kendall_tau']:.3f}, Spearman &rho; {truth['spearman_rho']:.3f}"
+            + ("" if spent is None else f"; {spent:.0%} of the rollouts went to the true top 5 modes") + ".</p>"
+        )
+    monitor = "".join(f"<p>{html.escape(line)}</p>" for line in monitor_lines(summary.get("monitor")))
+    header = ["rank", "perturbation", "search score", "failed / tried alone", "failure rate alone [95% CI]",
+              "failed / tried in any set"]
     if truth:
         header.append("ground-truth success")
     rows = []
     for r in summary["ranking"]:
         cells = [
-            r["rank"], html.escape(r["perturbation"]), f"{r['probability']:.3f}",
-            f"{r['failed_alone']} / {r['tried_alone']}", f"{r['failed']} / {r['tried']}",
+            r["rank"], html.escape(r["perturbation"]), f"{r['search_score']:.3f}",
+            f"{r['failed_alone']} / {r['tried_alone']}", interval(r), f"{r['failed']} / {r['tried']}",
         ]
         if truth:
             cells.append("" if r.get("ground_truth_success") is None else f"{r['ground_truth_success']:.2f}")
@@ -164,13 +243,19 @@ def _page(summary: dict[str, Any], sections: list[str]) -> str:
 <html><head><meta charset="utf-8"><title>FailScope: {html.escape(summary['policy'])} on {summary['task']}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
-td:nth-child(2){{text-align:left}}img,video{{vertical-align:top;margin:4px}}</style></head><body>
+td:nth-child(2){{text-align:left}}img,video{{vertical-align:top;margin:4px}}.note{{color:#555;font-size:90%}}</style>
+</head><body>
 <h1>Failure modes of {html.escape(summary['policy'])} on {summary['task']}</h1>
 <p>Search <b>{summary['method']}</b>, {budget['rollouts_done']} of {budget['total_rollouts']} rollouts
-({summary['status']}), {summary['wall_time_s']:.0f} s, {summary['failures_found']} failed rollouts.
-Entropy {metrics['entropy']:.3f}, NFM {metrics['nfm']} (P &gt; {metrics['nfm_threshold']:.3f}), FSI {metrics['fsi']:.3f}.</p>
+({summary['status']}), {summary['wall_time_s']:.0f} s, {summary['failures_found']} failed rollouts.</p>
+<p class="note">The <b>search score</b> is the method's ranking score normalised over the modes (for PPO, RoboMD's
+softmax on the nominal scene): it orders the modes and sums to 1, it is not a failure rate. The <b>failure rate</b>
+is observed under the perturbation alone, with its 95% Wilson interval. RoboMD's metrics of the ranking (on the
+search scores): entropy {metrics['entropy']:.3f}, NFM {metrics['nfm']} (score &gt; {metrics['nfm_threshold']:.3f}),
+FSI {metrics['fsi']:.3f}.</p>
 {truth_line}
-<img src="radar.png" width="600">
+{monitor}
+<img src="radar.png" width="1050">
 <h2>Top failure modes</h2>
 {''.join(sections)}
 <h2>Ranking</h2>

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
@@ -20,10 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from diagnosis.bandits import BANDITS
+from diagnosis.checkpoint import check_resumable
 from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
-from diagnosis.methods import METHODS
+from diagnosis.methods import METHODS, checkpoint_files
 from diagnosis.search_env import OUTCOME_SOURCES, SearchRewards
-from diagnosis.search_run import EnvSpec, SearchRun
+from diagnosis.search_run import SearchRun
+from diagnosis.workers import EnvSpec
 from envs.cli import shown_path
 from envs.perturbations import get_perturbations, task_perturbations
 from envs.tasks import TaskSpec, get_task
@@ -33,6 +35,8 @@ CONFIG_FILE = "config.yaml"
 MONITORS = ("fidel",)
 CONTINUOUS = "continuous"
 """RoboMD's continuous search (diagnosis.continuous_search), dispatched before the discrete checks."""
+RESUME_OVERRIDES = ("search.resume", "search.total_rollouts")
+"""What a resumed run may be given: anything else would silently not apply to a run already under way."""
 
 # A resumed run writes into the directory it continues, not into a new one.
 OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh, replace=True)
@@ -95,7 +99,7 @@ def build_monitor_factory(cfg: DictConfig, task: TaskSpec, policy: str) -> Calla
     config = FidelConfig(
         alpha=float(settings.alpha), thresholding=str(settings.thresholding),
         window=None if settings.window is None else int(settings.window),
-        patch_fraction=float(settings.patch_fraction),
+        patch_fraction=float(settings.patch_fraction), overrun=bool(settings.overrun),
     )  # fmt: skip
     recipe = MonitorRecipe(
         task.name, policy, episodes=int(settings.episodes), seed=int(settings.nominal_seed), config=config,
@@ -113,6 +117,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     search = cfg.search
     if search.method not in METHODS:
         raise ValueError(f"unknown search method {search.method!r}; valid: {', '.join([*METHODS, CONTINUOUS])}")
+    if search.resume:  # before the monitor is fitted: a run that cannot continue should say so at once
+        check_resumable(run_dir, str(search.method), checkpoint_files(str(search.method)))
     if search.outcome not in OUTCOME_SOURCES:
         raise ValueError(f"unknown search.outcome {search.outcome!r}; valid: {', '.join(OUTCOME_SOURCES)}")
     if search.outcome != "sim" and cfg.monitor.method == "none":
@@ -139,21 +145,33 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
         rewards=SearchRewards(float(search.c_fail), float(search.c_success), float(search.repeat_penalty)),
         observe_applied=bool(search.observe_applied),
     )
-    config = OmegaConf.to_container(cfg, resolve=True)
     return SearchRun(
-        run_dir, config, spec, str(search.method), hyperparameters, int(search.total_rollouts), int(search.n_envs),
-        int(cfg.seed), int(search.ranking_states), int(search.checkpoint_every), ground_truth,
+        run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True), env_spec=spec, method=str(search.method),
+        hyperparameters=hyperparameters, total_rollouts=int(search.total_rollouts), n_envs=int(search.n_envs),
+        seed=int(cfg.seed), ranking_states=int(search.ranking_states), checkpoint_every=int(search.checkpoint_every),
+        ground_truth=ground_truth,
     )
 
 
-def load_resumed(cfg: DictConfig) -> DictConfig:
-    """A resumed run continues with the configuration it was started with (a larger budget may be given)."""
+def load_resumed(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A resumed run continues with the configuration it was started with (a larger budget may be given);
+    `overrides`: the command line's `key=value` arguments, of which only RESUME_OVERRIDES are accepted."""
     run_dir = Path(cfg.search.resume)
     stored = run_dir / CONFIG_FILE
     if not stored.is_file():
         raise ValueError(f"search.resume={run_dir}: no {CONFIG_FILE} there; is it a FailScope run directory?")
-    resumed = OmegaConf.load(stored)
-    overrides = HydraConfig.get().overrides.task
+    try:
+        resumed = OmegaConf.load(stored)
+    except Exception as exc:  # omegaconf/yaml raise several kinds for a damaged file
+        raise ValueError(f"search.resume={run_dir}: {CONFIG_FILE} cannot be read ({exc}); start a new run") from None
+    if resumed.search.method == CONTINUOUS:
+        raise ValueError(f"search.resume={run_dir} is a continuous search; those are not resumable, rerun it instead")
+    refused = [o for o in overrides if o.split("=")[0].lstrip("+~") not in RESUME_OVERRIDES]
+    if refused:
+        raise ValueError(
+            f"search.resume continues a run with the configuration it started with; only search.total_rollouts may "
+            f"change, got {', '.join(refused)} (start a new run to change them)"
+        )
     if any(o.startswith("search.total_rollouts=") for o in overrides):
         resumed.search.total_rollouts = cfg.search.total_rollouts
     resumed.search.resume = str(run_dir)
@@ -196,16 +214,18 @@ def main(cfg: DictConfig) -> None:
             main_continuous(cfg)
             return
         if cfg.search.resume:
-            cfg = load_resumed(cfg)
+            cfg = load_resumed(cfg, HydraConfig.get().overrides.task)
             run_dir = Path(cfg.search.resume)
         else:
             run_dir = Path(HydraConfig.get().runtime.output_dir)
         run = prepare(cfg, run_dir)
     except (ValueError, FileNotFoundError) as exc:
         sys.exit(f"error: {exc}")
-    execute(cfg, run_dir, run)
+    summary = execute(cfg, run_dir, run)
     print(f"report: {run_dir / 'report.html'}")
     print(f"summary: {run_dir / 'summary.json'}")
+    if summary["status"] == "worker_lost":
+        sys.exit(1)  # the run did not finish for a reason other than the user's: scripts must notice
 
 
 if __name__ == "__main__":

@@ -49,6 +49,21 @@ def conflict_key(p: Perturbation) -> tuple[str, int, str]:
     return p.family, p.target, p.timing_kind
 
 
+MOTION_M = 0.01
+"""End-effector travel (m) from its start after which the robot has acted: a failure verdict before it is a
+prediction from the scene, not the detection of something the robot did."""
+
+
+def first_motion(episode: Episode, key: str = "robot0_eef_pos") -> int:
+    """First step at which the end effector is more than MOTION_M from where it started (the episode's length if
+    it never moves, 0 if the episode does not record its position)."""
+    if key not in episode.observations or episode.length == 0:
+        return 0
+    positions = episode.observations[key]
+    moved = np.linalg.norm(positions - positions[0], axis=1) > MOTION_M
+    return int(np.argmax(moved)) if moved.any() else episode.length
+
+
 def load_search_policy(policy: Policy | Callable[[], Policy] | str | None, task: TaskSpec) -> Policy:
     if isinstance(policy, Policy):
         return policy
@@ -156,7 +171,7 @@ class FailureSearchEnv(gym.Env):
     def _judge(self, episode: Episode) -> tuple[bool, dict[str, Any]]:
         """Whether the rollout counts as a failure, and the info the search records about it."""
         sim_failed = episode.outcome == "failure"
-        summary = summarize(episode.monitor_outputs) if self.monitor is not None else None
+        summary = summarize(episode.monitor_outputs, first_motion(episode)) if self.monitor is not None else None
         monitor_failed = summary.failure if summary is not None else None
         failed = monitor_failed if self.outcome_source == "monitor" else sim_failed
         info = {
@@ -178,6 +193,25 @@ class FailureSearchEnv(gym.Env):
     def nominal_frames(self, seeds: Sequence[int]) -> np.ndarray:
         """First frames of unperturbed episodes: where the search policy's ranking is read off."""
         return np.stack([self.first_frame([], s) for s in seeds])
+
+    def search_state(self) -> dict[str, Any]:
+        """Where this env stands between rollouts (JSON-able): the applied set, the next rollout's seed and the
+        generator that draws the seeds after it. A resumed search restores it, so its rollouts are those an
+        uninterrupted search would have run."""
+        return {
+            "applied": [p.name for p in self.applied], "next_seed": self._next_seed,
+            "rng": self.np_random.bit_generator.state,
+        }
+
+    def restore_search_state(self, state: dict[str, Any]) -> None:
+        by_name = {p.name: p for p in self.candidates}
+        unknown = [n for n in state["applied"] if n not in by_name]
+        if unknown:
+            raise ValueError(f"the saved search state applies {unknown}, which are not among this env's candidates")
+        self.applied = [by_name[n] for n in state["applied"]]
+        self.np_random.bit_generator.state = state["rng"]
+        self._next_seed = int(state["next_seed"])
+        self._frame = self.first_frame(self.applied, self._next_seed)
 
     def model_xml(self) -> str:
         """The MuJoCo model every rollout starts from (stored with each rollout so it can be replayed)."""

@@ -3,81 +3,44 @@
 Everything a run leaves is in its directory:
 
     config.yaml        the resolved configuration (a resumed run reads it back)
-    state.json         rollouts done, wall time, status; with checkpoint/ the point a resumed run continues from
+    state.json         rollouts recorded, wall time, status; with checkpoint/ the point a resumed run continues from
     failures.hdf5      every finished rollout (diagnosis.dataset), written as it finishes
-    summary.json       ranking with probabilities, metrics, per-perturbation counts (the source of truth)
+    summary.json       ranking with scores and observed failure rates, metrics, counts (the source of truth)
     radar.png, report.html, media/   rendered from summary.json and failures.hdf5 (diagnosis.report)
     tensorboard/       the RL agent's own curves and the search's (failures found, metrics vs rollouts)
 
-Ctrl-C stops the search after the rollouts in flight, keeps every finished one, and still writes the summary and
-the report of what was learned so far; `search.resume=<dir>` continues from the last checkpoint.
+Ctrl-C finishes the rollouts in flight and stops (a second Ctrl-C stops at once); every finished rollout is kept
+and the summary and report of what was found so far are still written. A worker that dies stops the run the same
+way. `search.resume=<dir>` continues from the last checkpoint (diagnosis.checkpoint) and ends as an uninterrupted
+run with the same seed would.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
+from diagnosis.checkpoint import STATE, checkpoint_rollouts, save_checkpoint, write_json_atomic
 from diagnosis.dataset import FailureDatasetWriter, read_rollouts
-from diagnosis.evaluation import GroundTruth, compare
+from diagnosis.estimation import failure_rate
+from diagnosis.evaluation import GroundTruth, budget_on_worst, compare
+from diagnosis.interrupts import GracefulStop
 from diagnosis.methods import SearchMethod, build_method
+from diagnosis.printout import TOP_K, print_ranking
+from diagnosis.progress import SearchProgress
 from diagnosis.ranking import Ranking
-from diagnosis.search_env import FailureSearchEnv, SearchRewards
-from envs.tasks import TaskSpec
-from monitor.base import Monitor
+from diagnosis.workers import WORKER_LOST, EnvSpec, close_workers, make_vec_env, restore_worker_states, worker_states
 
 RANKING_SEED = 1_000_000  # nominal initial states the RL ranking is read on: apart from every search rollout seed
-
-
-@dataclass(frozen=True)
-class EnvSpec:
-    """Everything a worker needs to build its own search env (picklable: workers build policy and monitor)."""
-
-    task: TaskSpec
-    policy: str
-    candidates: tuple[str, ...]
-    monitor: Callable[[], Monitor] | None
-    outcome: str
-    max_depth: int
-    rewards: SearchRewards
-    observe_applied: bool
-
-
-def make_env(spec: EnvSpec, in_worker: bool) -> FailureSearchEnv:
-    """Builds a search env; inside a worker process Ctrl-C is left to the parent and torch gets one thread."""
-    from policies.registry import load_policy
-
-    if in_worker:
-        import torch
-
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        torch.set_num_threads(1)
-    policy, _ = load_policy(spec.policy, spec.task)
-    return FailureSearchEnv(
-        spec.task, policy, list(spec.candidates), spec.monitor, spec.outcome, spec.max_depth, spec.rewards,
-        spec.observe_applied,
-    )
-
-
-def make_vec_env(spec: EnvSpec, n_envs: int) -> VecEnv:
-    """`n_envs` workers (1: in this process); VecMonitor adds search-episode returns to the agent's logs."""
-    if n_envs == 1:
-        return VecMonitor(DummyVecEnv([partial(make_env, spec, False)]))
-    # forkserver: workers start from a clean process, never inheriting a GL context or torch threads.
-    return VecMonitor(SubprocVecEnv([partial(make_env, spec, True)] * n_envs, start_method="forkserver"))
 
 
 @dataclass
@@ -99,43 +62,81 @@ class PerturbationCounts:
             self.tried_alone[name] = self.tried_alone.get(name, 0) + 1
             self.failed_alone[name] = self.failed_alone.get(name, 0) + int(failed)
 
-    def row(self, name: str) -> dict[str, int]:
+    def row(self, name: str) -> dict[str, Any]:
+        """Counts, and the observed failure rate with its 95% Wilson interval from the rollouts under this
+        perturbation alone: stacked rollouts fail for more than one reason, so they are counted but not pooled."""
+        alone_tried, alone_failed = self.tried_alone.get(name, 0), self.failed_alone.get(name, 0)
         return {
             "tried": self.tried.get(name, 0), "failed": self.failed.get(name, 0),
-            "tried_alone": self.tried_alone.get(name, 0), "failed_alone": self.failed_alone.get(name, 0),
+            "tried_alone": alone_tried, "failed_alone": alone_failed, **failure_rate(alone_failed, alone_tried),
         }
 
 
 @dataclass
 class MonitorAgreement:
-    """How the runtime monitor's episode verdicts compare with the simulator's success check over a search."""
+    """How the runtime monitor's episode verdicts compare with the simulator's success check over a search, with
+    and without the overrun rule, and how many failures it predicted (flagged before the robot moved)."""
 
     true_positive: int = 0
     false_negative: int = 0
     true_negative: int = 0
     false_positive: int = 0
+    visual_true_positive: int = 0
+    """Failed rollouts the monitor flagged without the overrun rule."""
+    visual_false_positive: int = 0
+    predicted: int = 0
+    """Caught failures whose first failure verdict came before the robot had moved."""
+    first_anomaly: list[int] = field(default_factory=list)
+    """First anomalous frame of each caught failure."""
+    first_failure_acting: list[int] = field(default_factory=list)
+    """First failure verdict once the robot had moved, for each caught failure that has one."""
 
     def add(self, sim_failure: bool, monitor: dict[str, Any] | None) -> None:
         if monitor is None:
             return
         flagged = bool(monitor["failure"])
+        by_look = bool(monitor.get("visual_failure", flagged))  # files written before the rule was reported apart
         if sim_failure:
             self.true_positive += flagged
             self.false_negative += not flagged
+            self.visual_true_positive += by_look
+            if flagged:
+                self.predicted += bool(monitor.get("predicted", False))
+                if monitor["first_anomaly"] is not None:
+                    self.first_anomaly.append(int(monitor["first_anomaly"]))
+                if monitor.get("first_failure_acting") is not None:
+                    self.first_failure_acting.append(int(monitor["first_failure_acting"]))
         else:
             self.false_positive += flagged
             self.true_negative += not flagged
+            self.visual_false_positive += by_look
 
     def to_dict(self) -> dict[str, Any] | None:
         """Counts and rates; None when no monitor watched."""
         failures = self.true_positive + self.false_negative
         successes = self.true_negative + self.false_positive
+
+        def share(count: int, total: int) -> float:
+            return count / total if total else float("nan")
+
+        def median(values: list[int]) -> float | None:
+            return float(np.median(values)) if values else None
+
         if failures + successes == 0:
             return None
         return {
-            **asdict(self), "sim_failures": failures, "sim_successes": successes,
-            "tpr": self.true_positive / failures if failures else float("nan"),
-            "tnr": self.true_negative / successes if successes else float("nan"),
+            "true_positive": self.true_positive, "false_negative": self.false_negative,
+            "true_negative": self.true_negative, "false_positive": self.false_positive,
+            "sim_failures": failures, "sim_successes": successes,
+            "tpr": share(self.true_positive, failures), "tnr": share(self.true_negative, successes),
+            "without_overrun": {
+                "true_positive": self.visual_true_positive, "false_positive": self.visual_false_positive,
+                "tpr": share(self.visual_true_positive, failures),
+                "tnr": share(successes - self.visual_false_positive, successes),
+            },
+            "predicted": self.predicted,
+            "median_first_anomaly": median(self.first_anomaly),
+            "median_first_failure_acting": median(self.first_failure_acting),
         }
 
 
@@ -144,6 +145,7 @@ class SearchRun:
 
     def __init__(
         self,
+        *,
         run_dir: Path,
         config: dict[str, Any],
         env_spec: EnvSpec,
@@ -163,83 +165,119 @@ class SearchRun:
         self.ground_truth = ground_truth
         self.names = list(env_spec.candidates)
         self.console = Console(width=max(Console().width, 120))  # the ranking table needs the room, even in a log
-        state_path = run_dir / "state.json"
+        state_path = run_dir / STATE
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {"rollouts": 0, "wall_time_s": 0.0}
-        self.done = int(self.state["rollouts"])
+        self.done = checkpoint_rollouts(run_dir)
+        """Rollouts kept: a resumed run starts at its checkpoint and reruns what was recorded after it."""
         self.wall_before = float(self.state["wall_time_s"])
         """Seconds spent by earlier sessions of this run (resume); checkpoints add this session's (since `run()`)."""
         self.counts = PerturbationCounts(self.names)
-        self.curve: list[dict[str, float]] = self.state.get("curve", [])
+        self.spent: list[list[str]] = []
+        """The perturbations of every rollout, in order: where the budget went."""
+        self.curve: list[dict[str, float]] = [c for c in self.state.get("curve", []) if c["rollouts"] <= self.done]
         """Ranking metrics as the search went on (every few rollouts): how fast it converged."""
         self.failures_found = 0
         self.monitor_agreement = MonitorAgreement()
-        if (run_dir / "failures.hdf5").exists():
-            # Counts come from the dataset itself, so they always match the rollouts that were kept.
-            for row in read_rollouts(run_dir / "failures.hdf5")[: self.done]:
-                self.counts.add(row["perturbations"], row["failed"])
-                self.failures_found += int(row["failed"])
-                self.monitor_agreement.add(row["sim_failure"], row["monitor"])
+        if self.done:
+            for row in self._recorded_rollouts():
+                self._tally(row)
+
+    def _recorded_rollouts(self) -> list[dict[str, Any]]:
+        """The first `done` rollouts of failures.hdf5 (counts come from the dataset, so they match what was kept)."""
+        path = self.run_dir / "failures.hdf5"
+        try:
+            rows = read_rollouts(path)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"search.resume={self.run_dir}: {path.name} cannot be read ({exc}); start a new run") from None
+        if len(rows) < self.done:
+            raise ValueError(
+                f"search.resume={self.run_dir}: {path.name} holds {len(rows)} rollouts but the checkpoint stands "
+                f"after {self.done}; start a new run"
+            )
+        return rows[: self.done]
+
+    def _tally(self, info: dict[str, Any]) -> None:
+        self.counts.add(info["perturbations"], info["failed"])
+        self.spent.append(list(info["perturbations"]))
+        self.failures_found += int(info["failed"])
+        self.monitor_agreement.add(info["sim_failure"], info["monitor"])
 
     # --------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
         self.started = time.perf_counter()
         status = "complete"
-        envs = make_vec_env(self.spec, self.n_envs)
+        self.envs = make_vec_env(self.spec, self.n_envs)
         try:
-            method = build_method(self.method_name, envs, self.hyperparameters, self.seed, self.run_dir / "tensorboard")
+            self.method = build_method(
+                self.method_name, self.envs, self.hyperparameters, self.seed, self.run_dir / "tensorboard"
+            )
             if self.done:
-                method.load(self.run_dir / "checkpoint", envs, self.done)
-            envs.seed(self.seed + self.done)
-            self.nominal = self._nominal_observations(envs)
-            model_xml = envs.env_method("model_xml", indices=[0])[0]
+                self.method.load(self.run_dir / "checkpoint", self.envs)
+                restore_worker_states(self.envs, json.loads((self.run_dir / "checkpoint" / "workers.json").read_text()))
+            else:
+                self.envs.seed(self.seed)
+            self.nominal = self._nominal_observations(self.envs)
+            model_xml = self.envs.env_method("model_xml", indices=[0])[0]
             self.dataset = FailureDatasetWriter(self.run_dir / "failures.hdf5", self.spec.task, model_xml, self.names)
+            dropped = self.dataset.truncate(self.done)
+            if dropped:
+                self.console.print(
+                    f"resuming after rollout {self.done} (the last checkpoint): the {dropped} rollouts recorded after "
+                    "it run again, with the same seeds"
+                )
             self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard" / "search"))
-            self.method = method
+            self.at_safe_point, self.last_checkpoint = True, self.done
             try:
-                with self._progress() as self.progress:
-                    self.bar = self.progress.add_task("search", total=self.total, completed=self.done, info="")
+                with GracefulStop(self.console) as self.stop, SearchProgress(self.console, self.total, self.done) as self.progress:
                     if self.done < self.total:
-                        method.run(envs, self.total - self.done, self._on_step)
+                        self.method.run(self.envs, self.total - self.done, self._on_step, self._on_safe_point)
+                if self.stop.requested:
+                    status = "interrupted"
             except KeyboardInterrupt:
                 status = "interrupted"
-                self.console.print(f"[yellow]interrupted after {self.done} rollouts; writing what was found[/]")
-            self._checkpoint(status)
+            except WORKER_LOST as exc:
+                status = "worker_lost"
+                self.console.print(
+                    f"[red]a rollout worker died ({type(exc).__name__}: killed, out of memory or crashed; its "
+                    "traceback, if any, is above)[/]"
+                )
+            if status != "complete":
+                self.console.print(
+                    f"[yellow]stopped after {self.done} rollouts, all of them in failures.hdf5; writing what was found. "
+                    f"Continue with: python -m diagnosis.search search.resume={self.run_dir}[/]"
+                )
+            self._finish(status)
             summary = self._summary(status)
         finally:
             for closable in ("dataset", "tensorboard"):
                 if hasattr(self, closable):
                     getattr(self, closable).close()
-            envs.close()
+            close_workers(self.envs)
         self._print(summary)
         return summary
 
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts"),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
-        )
-
     def _on_step(self, actions: np.ndarray, infos: list[dict[str, Any]]) -> bool:
+        self.at_safe_point = False
         for info in infos:
             self.done += 1
             self.dataset.write(info, self.done)
-            self.counts.add(info["perturbations"], info["failed"])
-            self.failures_found += int(info["failed"])
-            self.monitor_agreement.add(info["sim_failure"], info["monitor"])
+            self._tally(info)
         self.tensorboard.add_scalar("search/failures_found", self.failures_found, self.done)
+        top = ""
         if self.done % max(self.n_envs, 10) < self.n_envs or self.done >= self.total:
             ranking = self.ranking()
-            top = ", ".join(ranking.top(3))
-            self.progress.update(self.bar, completed=self.done, info=f"failures {self.failures_found} | top: {top}")
+            top = "top: " + ", ".join(ranking.top(3))
             metrics = self._metrics(ranking)
             self.curve.append({"rollouts": self.done, **metrics})
             for key, value in metrics.items():
                 self.tensorboard.add_scalar(f"ranking/{key}", value, self.done)
-        else:
-            self.progress.update(self.bar, completed=self.done)
-        if self.done // self.checkpoint_every > (self.done - len(infos)) // self.checkpoint_every:
-            self._checkpoint("running")
-        return self.done < self.total
+        self.progress.update(self.done, self.failures_found, top)
+        return self.done < self.total and not self.stop.requested
+
+    def _on_safe_point(self) -> None:
+        self.at_safe_point = True
+        if self.done - self.last_checkpoint >= self.checkpoint_every:
+            self._checkpoint()
 
     # ----------------------------------------------------------------------------------------- ranking
     def _nominal_observations(self, envs: VecEnv) -> Any:
@@ -255,17 +293,31 @@ class SearchRun:
     def _metrics(self, ranking: Ranking) -> dict[str, float]:
         metrics = ranking.metrics()
         if self.ground_truth is not None:
-            metrics.update(compare(ranking, self.ground_truth))
+            metrics.update(compare(ranking, self.ground_truth, k=TOP_K))
         return metrics
 
     # ----------------------------------------------------------------------------------------- outputs
-    def _checkpoint(self, status: str) -> None:
-        directory = self.run_dir / "checkpoint"
-        directory.mkdir(exist_ok=True)
-        self.method.save(directory)
+    def _checkpoint(self) -> None:
+        """A resume point after `done` rollouts (only at a safe point: the method's whole state can be saved)."""
+        save_checkpoint(self.run_dir, self.done, self.method_name, self.method.save, worker_states(self.envs))
+        self.last_checkpoint = self.done
+        self._write_state("running")
+
+    def _finish(self, status: str) -> None:
+        if self.at_safe_point and self.done > self.last_checkpoint:
+            try:
+                self._checkpoint()
+            except WORKER_LOST:  # a dead worker's state is gone: resume from the previous checkpoint
+                pass
+        self._write_state(status)
+
+    def _write_state(self, status: str) -> None:
         wall = self.wall_before + time.perf_counter() - self.started
-        self.state.update(rollouts=self.done, status=status, curve=self.curve, wall_time_s=wall)
-        (self.run_dir / "state.json").write_text(json.dumps(self.state, indent=1))
+        self.state.update(
+            rollouts=self.done, checkpoint_rollouts=self.last_checkpoint, status=status, curve=self.curve,
+            wall_time_s=wall,
+        )
+        write_json_atomic(self.run_dir / STATE, self.state)
 
     def _summary(self, status: str) -> dict[str, Any]:
         ranking = self.ranking()
@@ -290,42 +342,12 @@ class SearchRun:
             "config": self.config,
         }
         if self.ground_truth is not None:
-            summary["ground_truth"] = {"path": str(self.ground_truth.path), **compare(ranking, self.ground_truth)}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            summary["ground_truth"] = {
+                "path": str(self.ground_truth.path), **compare(ranking, self.ground_truth, k=TOP_K),
+                f"budget_on_true_top{TOP_K}": budget_on_worst(self.spent, self.ground_truth, self.names, TOP_K),
+            }
+        write_json_atomic(self.run_dir / "summary.json", summary)
         return summary
 
     def _print(self, summary: dict[str, Any]) -> None:
         print_ranking(summary, self.console)
-
-
-def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) -> None:
-    """The ranking table a user reads first, then the metrics, one per line."""
-    rollouts = summary["budget"]["rollouts_done"]
-    title = f"failure modes of {summary['policy']} on {summary['task']} ({summary['method']}, {rollouts} rollouts)"
-    table = Table(title=title)
-    for column in ("rank", "perturbation", "P(fail)", "failed/tried alone", "ground truth success"):
-        table.add_column(column, justify="left" if column == "perturbation" else "right")
-    for row in summary["ranking"][:limit]:
-        truth = row.get("ground_truth_success")
-        table.add_row(
-            str(row["rank"]), row["perturbation"], f"{row['probability']:.3f}",
-            f"{row['failed_alone']}/{row['tried_alone']}", "" if truth is None else f"{truth:.2f}",
-        )
-    console.print(table)
-    if len(summary["ranking"]) > limit:
-        console.print(f"... {len(summary['ranking']) - limit} more in summary.json")
-    metrics = summary["metrics"]
-    console.print(f"entropy: {metrics['entropy']:.3f}  nfm: {metrics['nfm']}  fsi: {metrics['fsi']:.3f}")
-    if summary.get("monitor"):
-        agreement = summary["monitor"]
-        console.print(
-            f"monitor vs simulator: caught {agreement['true_positive']}/{agreement['sim_failures']} failed rollouts "
-            f"(TPR {agreement['tpr']:.2f}), quiet on {agreement['true_negative']}/{agreement['sim_successes']} "
-            f"successful ones (TNR {agreement['tnr']:.2f})"
-        )
-    if summary["ground_truth"]:
-        truth = summary["ground_truth"]
-        console.print(
-            f"vs ground truth: pairwise accuracy {truth['pairwise_accuracy']:.3f} over {truth['significant_pairs']} "
-            f"significant pairs, kendall tau {truth['kendall_tau']:.3f}"
-        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -218,10 +217,19 @@ class Runner:
         self.scene.close()
 
 
-@lru_cache(maxsize=None)
-def get_runner(task: str) -> Runner:
-    """This process's runner for a task (renderers are per process: never share one across a fork)."""
-    return Runner(task)
+_RUNNERS: dict[str, Runner] = {}
+
+
+def get_runner(task: str | TaskSpec) -> Runner:
+    """This process's runner for a task (renderers are per process: never share one across a fork).
+
+    A spec that differs from the registered one (e.g. another horizon) gets a runner of its own: the scene is
+    built from the spec, so reusing the registered task's runner would silently ignore the change."""
+    spec = get_task(task)
+    key = repr(spec)  # every field, so two specs share a runner only when they are equal
+    if key not in _RUNNERS:
+        _RUNNERS[key] = Runner(spec)
+    return _RUNNERS[key]
 
 
 def rollout(
@@ -235,4 +243,4 @@ def rollout(
     """Runs `policy` for one episode of `task` under `perturbations` (objects or names)."""
     spec = get_task(task)
     chosen = resolve(spec, perturbations)
-    return get_runner(spec.name).run(policy, chosen, seed=seed, monitor=monitor, record=record)
+    return get_runner(spec).run(policy, chosen, seed=seed, monitor=monitor, record=record)

@@ -9,7 +9,6 @@ finished perturbations are kept in a partial file, so an interrupted run resumes
 from __future__ import annotations
 
 import json
-import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from diagnosis.estimation import wilson_interval
 from envs.cli import parse_config
 from envs.perturbations import task_perturbations
 from envs.rollout import rollout
@@ -34,17 +34,6 @@ class GroundTruthConfig:
     workers: int = 2
     """Processes (one per core is best: each renders on the CPU)."""
     out: str = "experiments/results"
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (well-behaved at 0 and 1, unlike the normal one)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _evaluate(args: tuple[str, str, str, int]) -> tuple[str, list[bool], list[int]]:

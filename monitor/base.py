@@ -7,7 +7,7 @@ the `Episode`; `summarize()` turns them into the per-episode verdict the search 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -33,6 +33,15 @@ class MonitorOutput:
     """Best-matching memory timestep (-1 when the monitor has no notion of time)."""
     explanation: str = ""
     """The semantic filter's reason, when it gave one."""
+    late: bool = False
+    """The frame lies past every calibration episode's end: a failure by the overrun rule, whatever it shows."""
+    visual_failure: bool | None = None
+    """The verdict without the overrun rule (the band and the semantic filter only); None: same as `is_failure`."""
+
+    @property
+    def failure_by_look(self) -> bool:
+        """`is_failure` without the overrun rule: what the frame's appearance alone says."""
+        return self.is_failure if self.visual_failure is None else self.visual_failure
 
     def __eq__(self, other: object) -> bool:
         return values_equal(self, other)
@@ -63,8 +72,49 @@ class SemanticFilter(Protocol):
 
 
 @dataclass(frozen=True)
+class FrameVerdict:
+    is_anomaly: bool
+    is_failure: bool
+    late: bool
+    visual_failure: bool | None
+    explanation: str
+
+
+def judge_frame(
+    is_anomaly: bool,
+    late: bool,
+    frame_index: int,
+    ask_filter: Callable[[], tuple[bool, str]] | None,
+    judge_late: bool = True,
+) -> FrameVerdict:
+    """A band's decision through the semantic filter (`ask_filter`, None: every anomaly is a failure) and the
+    overrun rule. On a late frame the filter is still asked while `judge_late` (the caller clears it once the
+    episode has a failure by look), so that the episode's verdict without the rule is known and the rule's share
+    of the detections can be reported apart, at no more filter calls than needed for it."""
+    if late and not judge_late:
+        reason = f"still acting at frame {frame_index}: every calibration episode had ended by then"
+        return FrameVerdict(True, True, True, None, reason)
+    visual_failure, explanation = bool(is_anomaly), ""
+    if is_anomaly and ask_filter is not None:
+        visual_failure, explanation = ask_filter()
+    if late:
+        reason = f"still acting at frame {frame_index}: every calibration episode had ended by then"
+        return FrameVerdict(True, True, True, bool(visual_failure), reason)
+    return FrameVerdict(bool(is_anomaly), bool(visual_failure), False, bool(visual_failure), explanation)
+
+
+def _first(flags: Sequence[bool], start: int = 0) -> int | None:
+    return next((i for i in range(start, len(flags)) if flags[i]), None)
+
+
+@dataclass(frozen=True)
 class MonitorSummary:
-    """One episode, as the monitor saw it."""
+    """One episode, as the monitor saw it.
+
+    A failure verdict before the robot has moved is failure *prediction* from the scene (a recoloured table looks
+    unlike the demonstrations from frame 0); detection is the first verdict once the robot is at work. Both are
+    kept, as are the verdicts with and without the overrun rule (a stuck policy is caught by the clock, not by
+    what the camera shows)."""
 
     frames: int
     max_score: float
@@ -74,25 +124,49 @@ class MonitorSummary:
     """Index of the first anomalous frame, if any."""
     first_failure: int | None
     """Index of the first frame judged a failure, if any."""
+    first_visual_failure: int | None = None
+    """Index of the first frame judged a failure without the overrun rule, if any."""
+    first_late: int | None = None
+    """Index of the first frame past every calibration episode's end, if the episode ran that long."""
+    acting_from: int = 0
+    """First frame at which the robot had moved (before it, a verdict predicts rather than detects)."""
+    first_failure_acting: int | None = None
+    """Index of the first failure verdict at or after `acting_from`, if any."""
 
     @property
     def failure(self) -> bool:
         """The monitor's episode-level verdict: some frame was judged a failure."""
         return self.first_failure is not None
 
+    @property
+    def visual_failure(self) -> bool:
+        """The episode verdict without the overrun rule."""
+        return self.first_visual_failure is not None
+
+    @property
+    def predicted(self) -> bool:
+        """A failure verdict came before the robot had moved."""
+        return self.first_failure is not None and self.first_failure < self.acting_from
+
     def to_dict(self) -> dict:
-        return {**self.__dict__, "failure": self.failure}
+        return {
+            **self.__dict__, "failure": self.failure, "visual_failure": self.visual_failure, "predicted": self.predicted
+        }
 
 
-def summarize(outputs: Sequence[MonitorOutput]) -> MonitorSummary:
-    """Per-episode verdict from per-frame outputs."""
-    anomalies = [i for i, o in enumerate(outputs) if o.is_anomaly]
-    failures = [i for i, o in enumerate(outputs) if o.is_failure]
+def summarize(outputs: Sequence[MonitorOutput], acting_from: int = 0) -> MonitorSummary:
+    """Per-episode verdict from per-frame outputs; `acting_from`: the first frame at which the robot had moved."""
+    anomalies = [o.is_anomaly for o in outputs]
+    failures = [o.is_failure for o in outputs]
     return MonitorSummary(
         frames=len(outputs),
         max_score=max((o.score for o in outputs), default=float("nan")),
-        anomaly_frames=len(anomalies),
-        failure_frames=len(failures),
-        first_anomaly=anomalies[0] if anomalies else None,
-        first_failure=failures[0] if failures else None,
+        anomaly_frames=sum(anomalies),
+        failure_frames=sum(failures),
+        first_anomaly=_first(anomalies),
+        first_failure=_first(failures),
+        first_visual_failure=_first([o.failure_by_look for o in outputs]),
+        first_late=_first([o.late for o in outputs]),
+        acting_from=acting_from,
+        first_failure_acting=_first(failures, acting_from),
     )

@@ -14,13 +14,14 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from monitor.base import MonitorOutput, SemanticFilter
+from monitor.base import MonitorOutput, SemanticFilter, judge_frame
 from monitor.config_dicts import config_from_dict
 from monitor.conformal import ConformalBand, GaussianBand, Scores, overrun_step, split_episodes
 from monitor.encoders import EncoderConfig, PatchEncoder
@@ -180,6 +181,7 @@ class FidelMonitor:
         """Frame index from which the episode is late (None: no such rule); see FidelConfig.overrun."""
         self.frame_index = 0
         """Index in the current episode of the next frame `step` reads."""
+        self.failed_by_look = False
         self.semantic_filter = semantic_filter
         """Called on anomalous frames to decide `is_failure`; None = every anomaly is a failure."""
         self.torch_threads: int | None = TORCH_THREADS
@@ -256,6 +258,8 @@ class FidelMonitor:
         """Start of an episode: the next frame is searched against the whole memory."""
         self.scorer.reset()
         self.frame_index = 0
+        self.failed_by_look = False
+        """Some frame of this episode was a failure without the overrun rule (late frames then skip the filter)."""
 
     def step(self, frame: np.ndarray) -> MonitorOutput:
         """Reads one camera frame (H, W, 3) uint8, upright, as the policy sees it."""
@@ -269,22 +273,24 @@ class FidelMonitor:
         is_anomaly, threshold = self.decide(match.score, match.t_min, patch_costs)
         grid = self.config.encoder.grid
         heatmap = patch_costs.reshape(grid, grid)
-        is_failure, explanation = is_anomaly, ""
-        if self.is_late(self.frame_index):
-            is_anomaly = is_failure = True
-            explanation = f"still acting at frame {self.frame_index}: every calibration episode had ended by then"
-        elif is_anomaly and self.semantic_filter is not None:
+        ask_filter = None
+        if self.semantic_filter is not None:
             reference = self.memory.reference_frames[match.t_min]
-            is_failure, explanation = self.semantic_filter(self.instruction, reference, frame, heatmap)
+            ask_filter = partial(self.semantic_filter, self.instruction, reference, frame, heatmap)
+        late = self.is_late(self.frame_index)
+        verdict = judge_frame(is_anomaly, late, self.frame_index, ask_filter, judge_late=not self.failed_by_look)
+        self.failed_by_look = self.failed_by_look or bool(verdict.visual_failure)
         self.frame_index += 1
         return MonitorOutput(
             score=match.score,
             threshold=threshold,
-            is_anomaly=is_anomaly,
-            is_failure=bool(is_failure),
+            is_anomaly=verdict.is_anomaly,
+            is_failure=verdict.is_failure,
             heatmap=heatmap,
             t_min=match.t_min,
-            explanation=explanation,
+            explanation=verdict.explanation,
+            late=verdict.late,
+            visual_failure=verdict.visual_failure,
         )
 
     def is_late(self, frame_index: int) -> bool:

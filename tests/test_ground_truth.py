@@ -1,6 +1,7 @@
 import pytest
 
-from experiments.ground_truth import entry, wilson_interval
+from diagnosis.estimation import wilson_interval
+from experiments.ground_truth import entry
 
 
 @pytest.mark.parametrize(

@@ -84,3 +84,11 @@ def test_simulation_error_ends_the_episode_without_raising():
     assert episode.outcome == "sim_error" and episode.failure_step == 4 and episode.error
     # The next episode on the same scene is healthy again.
     assert rollout("lift", ScriptedExpert("lift"), seed=0).success
+
+
+def test_rollout_honours_a_custom_horizon():
+    import dataclasses
+
+    short = dataclasses.replace(get_task("lift"), horizon=30)  # past every catalogue event
+    episode = rollout(short, HoldStill(), seed=0)
+    assert episode.outcome == "failure" and episode.length == 30

@@ -1,10 +1,8 @@
 """The search end to end: every method on a tiny budget, bad input, Ctrl-C and resume, the failure dataset."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -46,7 +44,7 @@ def test_every_method_ranks_and_reports(tmp_path, method):
     assert summary["status"] == "complete" and summary["budget"]["rollouts_done"] == 4
     ranking = summary["ranking"]
     assert sorted(r["perturbation"] for r in ranking) == sorted(CANDIDATES.strip("[]").split(","))
-    assert sum(r["probability"] for r in ranking) == pytest.approx(1.0)
+    assert sum(r["search_score"] for r in ranking) == pytest.approx(1.0)
     for name in ("summary.json", "radar.png", "report.html", "failures.hdf5", "config.yaml"):
         assert (tmp_path / name).is_file(), name
     assert len(read_rollouts(tmp_path / "failures.hdf5")) == 4
@@ -54,22 +52,6 @@ def test_every_method_ranks_and_reports(tmp_path, method):
         failed = {r["perturbation"] for r in ranking if r["failed_alone"]}
         assert failed == {"table_color_blue", "light_color_blue"}
         assert {r["perturbation"] for r in ranking[:2]} == failed
-
-
-def test_default_cli_with_parallel_workers_writes_every_output(tmp_path):
-    out = tmp_path / "run"
-    result = run_cli(
-        *TINY[:-1], "search.n_envs=2", "search.total_rollouts=8", "search.hyperparameters.n_steps=2",
-        "search.hyperparameters.batch_size=4", f"hydra.run.dir={out}",
-    )
-    stdout, stderr = result.communicate(timeout=600)
-    assert result.returncode == 0, stderr
-    assert stdout.strip().splitlines()[-1] == f"summary: {out / 'summary.json'}"
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == "ppo" and summary["budget"]["rollouts_done"] == 8
-    assert "failure modes of tests.fake_policies:BlueAverse" in stdout
-    assert any((out / "tensorboard").rglob("events.*"))
-    assert "<video" not in (out / "report.html").read_text()  # report.videos=false
 
 
 @pytest.mark.parametrize(
@@ -101,33 +83,6 @@ def test_cli_lists_the_valid_search_methods():
     result = run_cli("search=annealing", "monitor=none")
     _, stderr = result.communicate(timeout=120)
     assert result.returncode != 0 and "ppo" in stderr and "thompson" in stderr
-
-
-def test_interrupt_keeps_finished_rollouts_and_resume_completes(tmp_path):
-    out = tmp_path / "run"
-    args = [*TINY, "search.total_rollouts=8", "search.checkpoint_every=2", "search.hyperparameters.n_steps=2",
-            "search.hyperparameters.batch_size=2"]
-    process = run_cli(*args, f"hydra.run.dir={out}")
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        state = out / "state.json"
-        if state.exists() and json.loads(state.read_text())["rollouts"] >= 2:
-            break
-        time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr
-    summary = json.loads((out / "summary.json").read_text())
-    done = summary["budget"]["rollouts_done"]
-    assert summary["status"] == "interrupted" and 2 <= done < 8
-    assert len(read_rollouts(out / "failures.hdf5")) == done
-    resumed = run_cli(f"search.resume={out}")
-    _, stderr = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["budget"]["rollouts_done"] == 8
-    steps = [r["search_step"] for r in read_rollouts(out / "failures.hdf5")]
-    assert steps == list(range(1, 9))
 
 
 def test_monitor_watches_every_rollout_and_labels_every_frame(tmp_path, monkeypatch):

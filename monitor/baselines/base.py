@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from monitor.base import MonitorOutput, SemanticFilter
+from monitor.base import MonitorOutput, SemanticFilter, judge_frame
 from monitor.config_dicts import config_from_dict
 from monitor.conformal import Split, conformal_rank, min_calibration_episodes, overrun_step, split_episodes
 from monitor.encoders import PatchEncoder
@@ -148,6 +149,7 @@ class ThresholdMonitor:
         self.torch_threads: int | None = TORCH_THREADS
         self.frame_shape = tuple(reference_frames.shape[1:])
         self.t = 0
+        self.failed_by_look = False
 
     @classmethod
     def fit_scorer(
@@ -181,6 +183,7 @@ class ThresholdMonitor:
     def reset(self) -> None:
         """Start of an episode: the step count restarts."""
         self.t = 0
+        self.failed_by_look = False
 
     def step(self, frame: np.ndarray) -> MonitorOutput:
         """Reads one camera frame (H, W, 3) uint8, upright, as the policy sees it."""
@@ -191,20 +194,22 @@ class ThresholdMonitor:
             scores, heatmaps = self.scorer.score(frame[None], np.array([self.t]))
         score, heatmap = float(scores[0]), heatmaps[0]
         is_anomaly = score > self.threshold
-        is_failure, explanation = is_anomaly, ""
-        if self.is_late(self.t):
-            is_anomaly = is_failure = True
-            explanation = f"still acting at frame {self.t}: every calibration episode had ended by then"
-        elif is_anomaly and self.semantic_filter is not None:
-            is_failure, explanation = self.semantic_filter(self.instruction, self.reference(self.t), frame, heatmap)
+        ask_filter = None
+        if self.semantic_filter is not None:
+            ask_filter = partial(self.semantic_filter, self.instruction, self.reference(self.t), frame, heatmap)
+        late = self.is_late(self.t)
+        verdict = judge_frame(bool(is_anomaly), late, self.t, ask_filter, judge_late=not self.failed_by_look)
+        self.failed_by_look = self.failed_by_look or bool(verdict.visual_failure)
         output = MonitorOutput(
             score=score,
             threshold=self.threshold,
-            is_anomaly=bool(is_anomaly),
-            is_failure=bool(is_failure),
+            is_anomaly=verdict.is_anomaly,
+            is_failure=verdict.is_failure,
             heatmap=heatmap,
             t_min=min(self.t, len(self.reference_frames) - 1) if self.uses_time else -1,
-            explanation=explanation,
+            explanation=verdict.explanation,
+            late=verdict.late,
+            visual_failure=verdict.visual_failure,
         )
         self.t += 1
         return output

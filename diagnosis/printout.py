@@ -1,0 +1,84 @@
+"""The ranking as a person reads it first: the table, RoboMD's metrics of the ranking, the monitor's agreement with
+the simulator (with and without the overrun rule, prediction apart from detection) and the ground-truth comparison.
+Shared by the search's printout and its report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+TOP_K = 5
+"""How many of the truly worst modes the budget-share figure counts."""
+
+
+def interval(row: dict[str, Any]) -> str:
+    """`0.95 [0.75, 0.99]`: a row's observed failure rate alone with its 95% Wilson interval ('' if never alone)."""
+    if row.get("failure_rate") is None:
+        return ""
+    return f"{row['failure_rate']:.2f} [{row['failure_rate_low']:.2f}, {row['failure_rate_high']:.2f}]"
+
+
+def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) -> None:
+    """The ranking table a user reads first, then the metrics, one per line."""
+    rollouts = summary["budget"]["rollouts_done"]
+    title = f"failure modes of {summary['policy']} on {summary['task']} ({summary['method']}, {rollouts} rollouts)"
+    table = Table(title=title, caption="search score: the method's ranking score, normalised over the modes; "
+                  "failure rate: observed under the perturbation alone, 95% Wilson interval")
+    columns = ("rank", "perturbation", "search score", "failed/tried alone", "failure rate [95% CI]",
+               "ground truth success")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "perturbation" else "right")
+    for row in summary["ranking"][:limit]:
+        truth = row.get("ground_truth_success")
+        table.add_row(
+            str(row["rank"]), row["perturbation"], f"{row['search_score']:.3f}",
+            f"{row['failed_alone']}/{row['tried_alone']}", interval(row), "" if truth is None else f"{truth:.2f}",
+        )
+    console.print(table)
+    if len(summary["ranking"]) > limit:
+        console.print(f"... {len(summary['ranking']) - limit} more in summary.json")
+    metrics = summary["metrics"]
+    console.print(
+        f"RoboMD's metrics of the ranking (on the search scores): entropy {metrics['entropy']:.3f}  "
+        f"NFM {metrics['nfm']}  FSI {metrics['fsi']:.3f}"
+    )
+    for line in monitor_lines(summary.get("monitor")):
+        console.print(line)
+    if summary["ground_truth"]:
+        truth = summary["ground_truth"]
+        spent = truth.get(f"budget_on_true_top{TOP_K}")  # a continuous search spends no rollouts of its own
+        console.print(
+            f"vs ground truth: significant-pair accuracy {truth['pairwise_accuracy']:.3f} over "
+            f"{truth['significant_pairs']} of {truth['all_pairs']} pairs; all pairs: Kendall tau-b "
+            f"{truth['kendall_tau']:.3f}, Spearman rho {truth['spearman_rho']:.3f}"
+            + ("" if spent is None else f"; {spent:.0%} of rollouts on the true top {TOP_K}")
+        )
+
+
+def monitor_lines(agreement: dict[str, Any] | None) -> list[str]:
+    """The monitor's agreement with the simulator, with and without the overrun rule, and prediction apart from
+    detection (shared by the printout and the report)."""
+    if not agreement:
+        return []
+    without = agreement["without_overrun"]
+    caught = agreement["true_positive"]
+    lines = [
+        f"monitor vs simulator: caught {caught}/{agreement['sim_failures']} failed rollouts (TPR "
+        f"{agreement['tpr']:.2f}; without the overrun rule {without['true_positive']}, TPR {without['tpr']:.2f}), "
+        f"quiet on {agreement['true_negative']}/{agreement['sim_successes']} successful ones (TNR "
+        f"{agreement['tnr']:.2f}; without the rule {without['tnr']:.2f})"
+    ]
+    if caught:
+
+        def frame(key: str) -> str:
+            return "-" if agreement.get(key) is None else f"{agreement[key]:.0f}"
+
+        lines.append(
+            f"failure prediction vs detection: {agreement['predicted']} of the {caught} caught failures were flagged "
+            f"before the robot moved (from the scene alone); median first anomaly at frame "
+            f"{frame('median_first_anomaly')}, median first failure verdict once the robot moved at frame "
+            f"{frame('median_first_failure_acting')}"
+        )
+    return lines
