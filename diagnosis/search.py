@@ -1,6 +1,6 @@
 """`python -m diagnosis.search task=lift`: rank the perturbations that make a policy fail.
 
-Hydra composes `diagnosis/conf/config.yaml` with one choice per group — task, policy, search (ppo | a2c | uniform |
+Hydra composes `diagnosis/conf/config.yaml` with one choice per group — task, policy, search (uniform | ppo | a2c |
 random | thompson, or continuous: diagnosis.continuous_search), monitor — and `key=value` overrides
 (`search.total_rollouts=200`). Everything is checked before the first rollout: names against their registries, the
 ground-truth file against the task and policy, the output directory for writing. Then the runtime monitor is fitted

@@ -1,7 +1,8 @@
 """`python -m experiments.default_search task=lift`: the main job's figures, over seeds, beside simple baselines.
 
-Runs the main job's configuration (`python -m diagnosis.search task=<task>`: PPO, 400 rollouts, 2 workers) on
-`seeds` seeds, and uniform and random allocation on the same seeds and budget, all with `monitor=none` (the search
+Runs the main job's configuration (`python -m diagnosis.search task=<task>`: uniform allocation, 400 rollouts, 2
+workers) on `seeds` seeds, and RoboMD's PPO and random allocation on the same seeds and budget, all with
+`monitor=none` (the search
 is rewarded by the simulator's verdict, so the monitor changes no rollout and no ranking; the script checks this on
 seed 0). Then the main job itself on seed 0 with its monitor (MONITORS): the monitor's agreement with the
 simulator, with and without the overrun rule, and failure prediction apart from detection.
@@ -47,8 +48,8 @@ class DefaultSearchConfig:
     task: str = "lift"
     policy: str = "lift_bc_image"
     """The task's default policy (what the main job tests)."""
-    methods: str = "ppo,uniform,random"
-    """The main job's method first, then the baselines."""
+    methods: str = "uniform,ppo,random"
+    """The main job's method first, then the others."""
     seeds: int = 3
     rollouts: int = 400
     n_envs: int = 2
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     monitors: dict[str, dict[str, Any]] = {}
     if config.monitors:
         for label, extra in MONITORS.items():
-            name = "ppo_seed0_monitor" + ("" if not extra else "_" + "_".join(e.split("=")[1] for e in extra))
+            name = f"{methods[0]}_seed0_monitor" + ("" if not extra else "_" + "_".join(e.split("=")[1] for e in extra))
             summary = run_once(config, name, [f"search={methods[0]}", "seed=0", *extra])
             unmonitored = json.loads((Path(config.runs) / config.task / f"{methods[0]}_seed0" / "summary.json").read_text())
             same = [(r["perturbation"], r["score"]) for r in summary["ranking"]] == [
@@ -130,7 +131,7 @@ def write_results(
         for method in methods
     ]
     lines = [
-        f"# The main job on {config.task}: {methods[0]} at {config.rollouts} rollouts beside simple baselines",
+        f"# The main job on {config.task}: {methods[0]} at {config.rollouts} rollouts beside {', '.join(methods[1:])}",
         "",
         f"Command: `python -m experiments.default_search task={config.task} policy={config.policy} "
         f"methods={config.methods} seeds={config.seeds} rollouts={config.rollouts}`",
@@ -152,7 +153,7 @@ def write_results(
         + "."
     )
     if monitors:
-        lines += ["", f"## The main job's monitor (seed 0, {methods[0]})", "",
+        lines += ["", f"## The main job's monitor (seed 0, search={methods[0]}, the defaults)", "",
                   "TPR: failed rollouts (simulator) the monitor flagged; TNR: successful ones it left alone. 'Without "
                   "the overrun rule' drops the rule that frames past the end of every calibration episode are "
                   "failures. 'Predicted' counts caught failures first flagged before the robot had moved (the "

@@ -22,7 +22,8 @@ from test_search_cli import TINY, config
 
 ROOT = Path(__file__).parent.parent
 INTERRUPTING = "policy.name=tests.fake_policies:SelfInterrupting"
-PPO_TINY = ["search.hyperparameters.n_steps=2", "search.hyperparameters.batch_size=2", "search.checkpoint_every=1"]
+PPO_SETTINGS = ["search.hyperparameters.n_steps=2", "search.hyperparameters.batch_size=2", "search.checkpoint_every=1"]
+PPO_TINY = ["search=ppo", *PPO_SETTINGS]
 
 
 def demos(path: Path) -> list[dict]:
@@ -59,7 +60,7 @@ def cli(*args, env=None, timeout=600):
 def uninterrupted(tmp_path_factory):
     """Reference runs (no fault) of uniform and PPO, 6 rollouts each, in-process."""
     runs = {}
-    for method, extra in (("uniform", []), ("ppo", PPO_TINY)):
+    for method, extra in (("uniform", []), ("ppo", PPO_SETTINGS)):
         out = tmp_path_factory.mktemp(f"reference_{method}")
         run_search(config(f"search={method}", "search.total_rollouts=6", *extra), out)
         runs[method] = out
@@ -71,7 +72,7 @@ def test_ctrl_c_at_any_rollout_keeps_each_finished_one_once_and_resume_ends_as_u
     tmp_path, monkeypatch, uninterrupted, method, after
 ):
     monkeypatch.setenv("FAILSCOPE_TEST_AFTER", str(after))
-    extra = PPO_TINY if method == "ppo" else []
+    extra = PPO_SETTINGS if method == "ppo" else []
     cfg = config(f"search={method}", "search.total_rollouts=6", INTERRUPTING, *extra)
     summary = run_search(cfg, tmp_path)
     # Ctrl-C arrives at the start of rollout after+1, which finishes; then the search stops.
@@ -88,7 +89,7 @@ def test_ctrl_c_at_any_rollout_keeps_each_finished_one_once_and_resume_ends_as_u
 
 
 def parallel(*extra):
-    """The CLI's defaults (PPO) with two workers: one PPO update of 2 steps x 2 workers."""
+    """PPO with two workers: one update of 2 steps x 2 workers."""
     return [*TINY[:-1], "search.n_envs=2", "search.total_rollouts=4", *PPO_TINY, *extra]
 
 
