@@ -54,15 +54,22 @@ def load_ground_truth(path: str | Path, task: str | None = None, policy: str | N
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; make it with python -m experiments.ground_truth")
-    data = json.loads(path.read_text())
+    remake = "remake it with python -m experiments.ground_truth"
+    try:
+        data = json.loads(path.read_text())
+        entries = {
+            row["perturbation"]: GroundTruthEntry(row["success_rate"], *row["wilson95"], row["episodes"])
+            for row in data["perturbations"]
+        }
+        found = {"task": data["task"], "policy": data["policy"]}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); {remake}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a ground-truth file ({type(exc).__name__}: {exc}); {remake}") from None
     for what, wanted in (("task", task), ("policy", policy)):
-        if wanted is not None and Path(data[what]).name != Path(wanted).name:
-            raise ValueError(f"{path} is the ground truth of {what} {data[what]!r}, not {wanted!r}")
-    entries = {
-        row["perturbation"]: GroundTruthEntry(row["success_rate"], *row["wilson95"], row["episodes"])
-        for row in data["perturbations"]
-    }
-    return GroundTruth(data["task"], data["policy"], entries, path)
+        if wanted is not None and Path(found[what]).name != Path(wanted).name:
+            raise ValueError(f"{path} is the ground truth of {what} {found[what]!r}, not {wanted!r}")
+    return GroundTruth(found["task"], found["policy"], entries, path)
 
 
 def significant_pairs(truth: GroundTruth, names: list[str]) -> list[tuple[str, str]]:

@@ -80,3 +80,34 @@ def test_thompson_concentrates_on_the_failing_arm():
             bandit.update(arm, bool(rng.random() < truth[arm]))
     assert thompson.pulls[0] > 60 and random.pulls[0] < 40
     assert np.argmax(thompson.posterior_mean()) == 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("{", "is not valid JSON"), ('{"task": "lift"}', "is not a ground-truth file"),
+     ('{"task": "lift", "policy": "p", "perturbations": [{"perturbation": "a"}]}', "is not a ground-truth file")],
+)
+def test_a_damaged_ground_truth_file_is_one_clear_error(tmp_path, content, message):
+    from diagnosis.evaluation import load_ground_truth
+
+    path = tmp_path / "truth.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_ground_truth(path, "lift", "p")
+
+
+def test_all_pair_correlations_and_where_the_budget_went(tmp_path):
+    from scipy.stats import spearmanr
+
+    from diagnosis.evaluation import budget_on_worst, compare, load_ground_truth, truly_worst
+
+    rates = {"a": 0.0, "b": 0.0, "c": 0.5, "d": 0.9, "e": 1.0}  # success rates: a, b fail most
+    truth = load_ground_truth(write_truth(tmp_path / "t.json", rates), "lift", "p")
+    ranking = Ranking(tuple(rates), np.array([0.9, 0.5, 0.6, 0.2, 0.1]))
+    result = compare(ranking, truth, k=1)
+    failure = [1 - rates[n] for n in rates]
+    assert result["spearman_rho"] == pytest.approx(spearmanr(ranking.scores, failure).statistic)
+    assert result["all_pairs"] == 10 and result["significant_pairs"] < 10
+    assert truly_worst(truth, list(rates), 1) == {"a", "b"}  # tied at the top: both count
+    spent = [["a"], ["c"], ["b", "d"], ["e"]]
+    assert budget_on_worst(spent, truth, list(rates), 1) == 0.5
