@@ -58,11 +58,11 @@ def radar_plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_rlabel_position(0)
     ax.tick_params(axis="y", labelsize=6, colors="0.4")
     ax.set_title(f"search score per perturbation ({len(rows)}; top {min(RADAR_LABELS, len(rows))} named)", pad=28)
-    ax.legend(loc="lower left", bbox_to_anchor=(-0.1, -0.14), fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8)
     _bars(fig.add_subplot(1, 2, 2), summary["ranking"])
     fig.suptitle(f"{summary['policy']} on {summary['task']}: {summary['method']}, "
                  f"{summary['budget']['rollouts_done']} rollouts")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))  # room for the suptitle above and the legend below the radar
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
