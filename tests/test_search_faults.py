@@ -67,7 +67,8 @@ def uninterrupted(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("method, after", [("uniform", 1), ("uniform", 4), ("ppo", 3)])
+# uniform: stopped at a safe point; ppo: stopped mid-collection, so resume reruns rollouts after its checkpoint.
+@pytest.mark.parametrize("method, after", [("uniform", 1), pytest.param("uniform", 4, marks=pytest.mark.slow), ("ppo", 3)])
 def test_ctrl_c_at_any_rollout_keeps_each_finished_one_once_and_resume_ends_as_uninterrupted(
     tmp_path, monkeypatch, uninterrupted, method, after
 ):
@@ -110,25 +111,27 @@ def test_cli_with_two_workers_writes_every_output_and_the_same_seed_gives_the_sa
         assert (parallel_reference / name).is_file(), name
     assert any((parallel_reference / "tensorboard").rglob("events.*"))
     assert "<video" not in (parallel_reference / "report.html").read_text()  # report.videos=false
-    result = cli(*parallel(), f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
+    run_search(config("search.n_envs=2", "search.total_rollouts=4", *PPO_TINY), tmp_path)  # in-process this time: the same run whichever way it is started
     assert_same_run(tmp_path, parallel_reference)
 
 
 @pytest.mark.slow
-def test_killed_worker_stops_the_run_keeping_its_rollouts_and_resume_ends_as_uninterrupted(
-    tmp_path, parallel_reference
-):
-    env = {**os.environ, "FAILSCOPE_TEST_AFTER": "1", "FAILSCOPE_TEST_MARKER": str(tmp_path / "fired")}
+def test_killed_worker_stops_the_run_keeping_its_rollouts_and_resume_ends_as_uninterrupted(tmp_path):
+    reference = tmp_path / "reference"
+    eight = ["search.total_rollouts=8"]
+    run_search(config("search.n_envs=2", *PPO_TINY, *eight), reference)
+    # Each worker dies at the start of its third rollout: after the checkpoint at 4 (one PPO update of 2 x 2).
+    env = {**os.environ, "FAILSCOPE_TEST_AFTER": "2", "FAILSCOPE_TEST_MARKER": str(tmp_path / "fired")}
     out = tmp_path / "run"
-    killed = cli(*parallel("policy.name=tests.fake_policies:SelfKilling"), f"hydra.run.dir={out}", env=env)
+    killed = cli(*parallel("policy.name=tests.fake_policies:SelfKilling", *eight), f"hydra.run.dir={out}", env=env)
     assert killed.returncode == 1 and "a rollout worker died" in killed.stdout, killed.stdout + killed.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "worker_lost" and summary["budget"]["rollouts_done"] == 2  # one step of two
-    assert len(read_rollouts(out / "failures.hdf5")) == 2
+    assert summary["status"] == "worker_lost" and summary["budget"]["rollouts_done"] == 4
+    assert len(read_rollouts(out / "failures.hdf5")) == 4
+    assert json.loads((out / "state.json").read_text())["checkpoint_rollouts"] == 4
     resumed = cli(f"search.resume={out}", env=env)
     assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(out, parallel_reference)
+    assert_same_run(out, reference)
 
 
 @pytest.fixture(scope="module")
