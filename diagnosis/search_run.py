@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from diagnosis.dataset import FailureDatasetWriter, read_rollouts
 from diagnosis.estimation import failure_rate
 from diagnosis.evaluation import GroundTruth, budget_on_worst, compare
 from diagnosis.interrupts import GracefulStop
-from diagnosis.methods import SearchMethod, build_method
+from diagnosis.methods import build_method
 from diagnosis.printout import TOP_K, print_ranking
 from diagnosis.progress import SearchProgress
 from diagnosis.ranking import Ranking

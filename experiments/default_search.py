@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra import compose, initialize_config_module
 
 from diagnosis.evaluation import budget_on_worst, compare, default_ground_truth_path, load_ground_truth, truly_worst
 from diagnosis.ranking import Ranking
-from diagnosis.search import run_search
 from envs.cli import parse_config
+from experiments.search_comparison import run_or_reuse
 from monitor.evaluate import markdown_table
 
 METRICS = {
@@ -61,19 +60,10 @@ class DefaultSearchConfig:
 
 def run_once(config: DefaultSearchConfig, name: str, overrides: list[str]) -> dict[str, Any]:
     """One search, or the summary of the finished one in its folder (an unfinished one resumes)."""
-    run_dir = Path(config.runs) / config.task / name
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists() and json.loads(summary_path.read_text())["status"] == "complete":
-        return json.loads(summary_path.read_text())
-    overrides = [
+    return run_or_reuse(Path(config.runs) / config.task / name, [
         f"task={config.task}", f"policy.name={config.policy}", f"search.total_rollouts={config.rollouts}",
         f"search.n_envs={config.n_envs}", "report.videos=false", *overrides,
-    ]
-    if (run_dir / "config.yaml").exists():
-        overrides.append(f"search.resume={run_dir}")
-    with initialize_config_module("diagnosis.conf", version_base=None):
-        cfg = compose("config", overrides=overrides)
-    return run_search(cfg, run_dir)
+    ])
 
 
 def scored(summary: dict[str, Any], run_dir: Path, truth) -> dict[str, float]:

@@ -44,24 +44,28 @@ class ComparisonConfig:
     """Extra search overrides for every run, e.g. 'search.max_depth=1' (space-separated)."""
 
 
-def run_once(config: ComparisonConfig, method: str, seed: int, budget: int) -> dict:
-    """One search, or the summary of an identical finished one."""
-    run_dir = Path(config.runs) / config.task / f"{method}_seed{seed}_{budget}"
+def run_or_reuse(run_dir: Path, overrides: list[str]) -> dict:
+    """The summary of the finished search in `run_dir`, else the search with these overrides (an unfinished one
+    resumes): what makes an experiment of many searches resumable."""
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         if summary["status"] == "complete":
             return summary
-    overrides = [
-        f"task={config.task}", f"policy.name={config.policy}", f"search={method}", "monitor=none",
-        f"search.total_rollouts={budget}", f"search.n_envs={config.n_envs}", f"seed={seed}", "report.videos=false",
-        *config.overrides.split(),
-    ]
-    if summary_path.parent.exists():
-        overrides.append(f"search.resume={run_dir}")
+    if (run_dir / "config.yaml").exists():
+        overrides = [*overrides, f"search.resume={run_dir}"]
     with initialize_config_module("diagnosis.conf", version_base=None):
         cfg = compose("config", overrides=overrides)
     return run_search(cfg, run_dir)
+
+
+def run_once(config: ComparisonConfig, method: str, seed: int, budget: int) -> dict:
+    """One search, or the summary of an identical finished one."""
+    return run_or_reuse(Path(config.runs) / config.task / f"{method}_seed{seed}_{budget}", [
+        f"task={config.task}", f"policy.name={config.policy}", f"search={method}", "monitor=none",
+        f"search.total_rollouts={budget}", f"search.n_envs={config.n_envs}", f"seed={seed}", "report.videos=false",
+        *config.overrides.split(),
+    ])
 
 
 def at_budget(curve: list[dict], budget: int) -> dict:
