@@ -144,7 +144,7 @@ class Rollouts:
 def dataset_file(path: str | Path, task: str = "<task>", policy: str = "") -> Path:
     """A failures.hdf5 file, or the one in a search run directory; another kind of file (a SimFails file, a
     demonstration file) is an error that says how to make a failure dataset."""
-    from monitor.evaluate import require_dataset
+    from monitor.dataset_kinds import require_dataset
 
     path = Path(path)
     file = path / "failures.hdf5" if path.is_dir() else path

@@ -25,8 +25,8 @@ import numpy as np
 from diagnosis.evaluation import budget_on_worst, compare, default_ground_truth_path, load_ground_truth, truly_worst
 from diagnosis.ranking import Ranking
 from envs.cli import parse_config
+from envs.markdown import markdown_table
 from experiments.search_comparison import run_or_reuse
-from monitor.evaluate import markdown_table
 
 METRICS = {
     "pairwise_accuracy": "significant-pair accuracy",

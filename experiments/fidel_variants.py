@@ -26,11 +26,10 @@ import numpy as np
 import torch
 
 from envs.cli import parse_config
+from envs.markdown import markdown_table
 from monitor.dataset import simfails_path
 from monitor.encoders import EncoderConfig, PatchEncoder
-from monitor.evaluate import (
-    LABELS, CachedEncoder, Split, episode_group, fit_monitor, markdown_table, score_baseline,
-)  # fmt: skip
+from monitor.scoring import LABELS, CachedEncoder, SimFailsSplit, episode_group, fit_monitor, score_baseline
 from monitor.metrics import auroc
 from monitor.fidel import FidelConfig
 
@@ -132,7 +131,9 @@ def configure(base: FidelConfig, changes: dict | None) -> FidelConfig:
     return replace(base, ot=replace(base.ot, **ot), memory=replace(base.memory, **memory), **rest)
 
 
-def cached_features(path: Path, splits: dict[str, Split], encoder: PatchEncoder) -> dict[str, list[torch.Tensor]]:
+def cached_features(
+    path: Path, splits: dict[str, SimFailsSplit], encoder: PatchEncoder
+) -> dict[str, list[torch.Tensor]]:
     """Per split, each episode's patch features, cached in outputs/fidel_variants/ by data file and encoder config."""
     key = hashlib.blake2b(f"{path.resolve()}:{path.stat().st_mtime}:{encoder.config}".encode(), digest_size=8)
     features = {}
@@ -147,7 +148,7 @@ def cached_features(path: Path, splits: dict[str, Split], encoder: PatchEncoder)
     return features
 
 
-def fit_fidel(config: FidelConfig, task: str, fit: Split, encoder: CachedEncoder):
+def fit_fidel(config: FidelConfig, task: str, fit: SimFailsSplit, encoder: CachedEncoder):
     """`FidelMonitor.fit` on the fit split, its encoder replaced by the shared cache (same features)."""
     import monitor.fidel as fidel
 
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_config(VariantsConfig, argv)
     torch.set_num_threads(1)
     path = simfails_path(config.data, config.task, config.policy)
-    splits = {name: Split.read(path, name) for name in ("fit", "filter")}
+    splits = {name: SimFailsSplit.read(path, name) for name in ("fit", "filter")}
     encoder_config = EncoderConfig() if not config.stages else EncoderConfig(
         stages=tuple(int(s) for s in config.stages.split(","))
     )
@@ -205,7 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     for method in [m for m in config.baselines.split(",") if m and m != "none"]:
         started = time.perf_counter()
         frames = [e["frames"] for e in splits["fit"].episodes]
-        monitor = fit_monitor(method, config.task, frames, features["fit"], encoder, config.alpha, 0)
+        monitor = fit_monitor(
+            method=method, task=config.task, frames=frames, features=features["fit"], encoder=encoder,
+            alpha=config.alpha, autoencoder_epochs=0,
+        )
         episodes = [e["frames"] for e in test.episodes]
         scores = score_baseline(monitor, episodes, features["filter"]).score
         row = [f"baseline: {LABELS[method]}", f"{100 * auroc(scores, test.anomaly):.1f}"]

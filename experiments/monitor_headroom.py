@@ -30,12 +30,11 @@ import numpy as np
 import torch
 
 from envs.cli import parse_config
+from envs.markdown import markdown_table
 from experiments.fidel_variants import cached_features, fit_fidel
 from monitor.dataset import simfails_path
 from monitor.encoders import EncoderConfig, PatchEncoder
-from monitor.evaluate import (
-    LABELS, CachedEncoder, Split, fit_monitor, markdown_table, score_baseline, score_fidel,
-)  # fmt: skip
+from monitor.scoring import LABELS, CachedEncoder, SimFailsSplit, fit_monitor, score_baseline, score_fidel
 from monitor.fidel import FidelConfig
 from monitor.metrics import auroc
 
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     path = simfails_path(config.data, config.task, config.policy)
     names = [s for s in config.splits.split(",") if s]
-    splits = {name: Split.read(path, name) for name in ["fit", *names]}
+    splits = {name: SimFailsSplit.read(path, name) for name in ["fit", *names]}
     encoder = PatchEncoder(EncoderConfig())
     features = cached_features(path, splits, encoder)
     cached = CachedEncoder(encoder)
@@ -90,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     fit_frames = [e["frames"] for e in splits["fit"].episodes]
     monitors = {"fidel": fit_fidel(FidelConfig(alpha=config.alpha), config.task, splits["fit"], cached)}
     for method in BASELINES:
-        monitors[method] = fit_monitor(method, config.task, fit_frames, features["fit"], encoder, config.alpha, 0)
+        monitors[method] = fit_monitor(
+            method=method, task=config.task, frames=fit_frames, features=features["fit"], encoder=encoder,
+            alpha=config.alpha, autoencoder_epochs=0,
+        )
 
     sections = []
     for name in names:

@@ -61,7 +61,7 @@ def overrun_step(lengths: Sequence[int]) -> int:
 
 
 @dataclass(frozen=True)
-class Split:
+class EpisodeSplit:
     """Indices of the nominal episodes in each role."""
 
     memory: tuple[int, ...]
@@ -92,7 +92,7 @@ def min_nominal_episodes(alpha: float, memory_fraction: float) -> int:
         n += 1
 
 
-def split_episodes(n: int, alpha: float, memory_fraction: float, seed: int = 0) -> Split:
+def split_episodes(n: int, alpha: float, memory_fraction: float, seed: int = 0) -> EpisodeSplit:
     """Random Y / E_A / E_B split (episodes are exchangeable; shuffling protects against ordered collection)."""
     if not 0 < memory_fraction < 1:
         raise ValueError(f"memory_fraction must be in (0, 1), got {memory_fraction!r}")
@@ -106,7 +106,7 @@ def split_episodes(n: int, alpha: float, memory_fraction: float, seed: int = 0) 
         )
     memory, centre, _ = _sizes(n, memory_fraction)
     order = np.random.default_rng(seed).permutation(n).tolist()
-    return Split(tuple(order[:memory]), tuple(order[memory : memory + centre]), tuple(order[memory + centre :]))
+    return EpisodeSplit(tuple(order[:memory]), tuple(order[memory : memory + centre]), tuple(order[memory + centre :]))
 
 
 def _per_step(episodes: Sequence[Scores], steps: int, reduce: str, radius: int = 0) -> np.ndarray:

@@ -1,6 +1,6 @@
 """`python -m monitor.train_filter task=lift`: the trained semantic filter a policy's monitor ships with.
 
-The filter decides which anomalies the FIDeL monitor flags are task failures (monitor.semantic.TrainedFilter). It is
+The filter decides which anomalies the FIDeL monitor flags are task failures (monitor.semantic.trained.TrainedFilter). It is
 trained on what the search's own monitor sees: the monitor `monitor.build.build_monitor` fits for the policy (same
 nominal seeds and default settings, so the cached copy is shared), run online over the SimFails `filter` split
 (`python -m monitor.dataset`); up to `per_episode` flagged frames per episode become examples, labelled by the
@@ -57,10 +57,11 @@ class TrainFilterConfig:
 
 def main(argv: list[str] | None = None) -> None:
     from monitor.build import build_monitor
-    from monitor.evaluate import Split, flagged_examples, require_dataset, score_fidel, trained_failures
+    from monitor.dataset_kinds import require_dataset
     from monitor.fidel import FidelMonitor
     from monitor.metrics import rates
-    from monitor.semantic import TrainedFilter
+    from monitor.scoring import SimFailsSplit, flagged_examples, monitor_failures, score_fidel, trained_verdicts
+    from monitor.semantic.trained import TrainedFilter
 
     config = parse_config(TrainFilterConfig, argv)
     torch.set_num_threads(1)
@@ -73,14 +74,13 @@ def main(argv: list[str] | None = None) -> None:
             monitor = build_monitor(config.task, config.policy, config.episodes, config.nominal_seed)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    references = monitor.memory.reference_frames
+    references, decision = monitor.memory.reference_frames, monitor.config.thresholding
 
-    def flagged(split: Split):
-        features = [monitor.encoder.encode(split.frames[a:b]) for a, b in zip(split.bounds[:-1], split.bounds[1:])]
-        return score_fidel(monitor, features)
+    def scored(split: SimFailsSplit):
+        return score_fidel(monitor, [monitor.encoder.encode(frames) for frames in split.episode_frames()])
 
-    train = Split.read(path, "filter")
-    examples = flagged_examples(references, flagged(train), train, monitor.config.thresholding, config.per_episode)
+    train = SimFailsSplit.read(path, "filter")
+    examples = flagged_examples(references, scored(train), train, decision, config.per_episode)
     trained = TrainedFilter.fit(examples, encoder=monitor.encoder)
     out = trained.save(config.out or SHIPPED_FILTERS / Path(config.policy).name)
     failures = sum(e.is_failure for e in examples)
@@ -88,14 +88,20 @@ def main(argv: list[str] | None = None) -> None:
           f"benign); train accuracy {trained.stats['train_accuracy']:.3f}")  # fmt: skip
     print(f"wrote {shown_path(out)}")
 
-    test = Split.read(path, "test")
-    scored, decision = flagged(test), monitor.config.thresholding
-    is_failure = trained_failures(trained, references, scored, test.frames, decision)
-    before, after = rates(scored.decisions[decision], test.failure), rates(is_failure, test.failure)
-    flagged_count, late = int(scored.decisions[decision].sum()), int(scored.late.sum())
+    test = SimFailsSplit.read(path, "test")
+    s = scored(test)
+    verdicts = trained_verdicts(trained, references, s, test.frames, decision)
+
+    def tpr_tnr(is_failure: np.ndarray) -> str:
+        r = rates(is_failure, test.failure)
+        return f"{r['tpr']:.3f} / {r['tnr']:.3f}"
+
+    flagged_count, late = int(s.is_anomaly(decision).sum()), int(s.late.sum())
     print(f"test split: {flagged_count} of {len(test.failure)} frames flagged ({late} late, the filter judged the "
-          f"rest); frame failure detection TPR / TNR without the filter {before['tpr']:.3f} / {before['tnr']:.3f}, "
-          f"with it {after['tpr']:.3f} / {after['tnr']:.3f}")  # fmt: skip
+          f"rest); frame failure detection TPR / TNR without the filter {tpr_tnr(s.is_anomaly(decision))}, with it "
+          f"{tpr_tnr(monitor_failures(s, verdicts))}; without the overrun rule (the filter also judges late frames): "
+          f"without the filter {tpr_tnr(s.is_anomaly(decision, overrun=False))}, with it "
+          f"{tpr_tnr(monitor_failures(s, verdicts, overrun=False))}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -171,7 +171,8 @@ def test_evaluate_cli_writes_every_table(tmp_path, capsys):
         assert heading in text
     for method in ("FIDeL (OT)", "PaDiM (global", "PaDiM-step", "PatchCore", "Conv autoencoder"):
         assert f"| {method}" in text
-    assert "| FIDeL (OT) | trained |" in text and "CP-time&space" in text
+    assert "| FIDeL (OT) | trained | on |" in text and "| FIDeL (OT) | trained | off |" in text
+    assert "CP-time&space" in text and "TPR without overrun" in text
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("fidel_auroc: ") and "margin:" in last
     fidel_auroc = float(last.split()[1])
@@ -193,9 +194,13 @@ def test_train_filter_cli_writes_a_filter_that_tells_failures_from_benign_anomal
     assert lines[0].startswith("trained on ") and lines[1].endswith("filter")
     # Held-out synthetic test split: without a filter every flagged frame is a failure; the filter keeps the
     # failures (dark slab) and drops the benign cyan boxes.
-    numbers = [float(w.rstrip(",")) for w in lines[-1].replace("/", " ").split() if w[0].isdigit() and "." in w]
-    tpr_before, tnr_before, tpr_after, tnr_after = numbers
+    numbers = [float(w.rstrip(",;")) for w in lines[-1].replace("/", " ").split() if w[0].isdigit() and "." in w]
+    tpr_before, tnr_before, tpr_after, tnr_after, *without_rule = numbers
     assert tnr_after > tnr_before + 0.2 and tpr_after >= tpr_before - 0.05
+    # Without the overrun rule late frames are failures only when the band and the filter say so: never more caught.
+    tpr_before_off, tnr_before_off, tpr_after_off, tnr_after_off = without_rule
+    assert tpr_before_off <= tpr_before and tpr_after_off <= tpr_after
+    assert tnr_before_off >= tnr_before and tnr_after_off >= tnr_after
     trained = build_semantic_filter("trained", path=tmp_path / "filter")
     test = read_split(data, "test")
     failing = next(e for e in test if e["outcome"] == "failure")["frames"][8]

@@ -17,20 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import monitor.encoders  # noqa: F401  (timm takes seconds to import: pay it at collection, not in a test)
-from monitor.semantic import (
-    FILTER_TENSORS,
-    SEMANTIC_FILTERS,
-    Example,
-    NoFilter,
-    TrainedConfig,
-    TrainedFilter,
-    VLMFilter,
-    build_semantic_filter,
-    examples_from_failures,
-    overlay_heatmap,
-    parse_verdict,
-    png_bytes,
-)
+from monitor.semantic import SEMANTIC_FILTERS, NoFilter, build_semantic_filter
+from monitor.semantic.images import overlay_heatmap, png_bytes, resize_grid
+from monitor.semantic.trained import FILTER_TENSORS, Example, TrainedConfig, TrainedFilter, examples_from_failures
+from monitor.semantic.vlm import VLMFilter, parse_verdict
 
 torch.set_num_threads(1)
 TASK = "lift the cube"
@@ -161,6 +151,16 @@ def test_overlay_marks_the_hot_patch_red_and_png_is_lossless():
     assert hot[0] > hot[2] + 60 and cold[2] > cold[0] + 60  # red where anomalous, blue elsewhere
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(image)))), image)
+
+
+@pytest.mark.parametrize("shape", [(7, 7, 84, 84), (7, 7, 7, 7), (7, 5, 3, 11)])
+def test_resize_grid_is_torch_bilinear_without_align_corners(shape):
+    h, w, height, width = shape
+    grid = np.random.default_rng(1).random((h, w))
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(grid)[None, None], size=(height, width), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    assert np.allclose(resize_grid(grid, height, width), expected, atol=1e-12)
 
 
 def test_vlm_retries_server_errors_then_reads_the_verdict(endpoint):

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from monitor.base import MonitorOutput, SemanticFilter, judge_frame
 from monitor.config_dicts import config_from_dict
-from monitor.conformal import Split, conformal_rank, min_calibration_episodes, overrun_step, split_episodes
+from monitor.conformal import EpisodeSplit, conformal_rank, min_calibration_episodes, overrun_step, split_episodes
 from monitor.encoders import PatchEncoder
 from monitor.fidel import TORCH_THREADS, torch_threads
 
@@ -48,7 +48,7 @@ class Calibration:
 
     def split(self, episodes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(learning episodes, calibration episodes): FIDeL's Y and E_A ∪ E_B."""
-        split: Split = split_episodes(episodes, self.alpha, self.memory_fraction, self.split_seed)
+        split: EpisodeSplit = split_episodes(episodes, self.alpha, self.memory_fraction, self.split_seed)
         return split.memory, split.centre + split.width
 
 
