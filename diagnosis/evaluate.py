@@ -20,7 +20,7 @@ from envs.cli import parse_config
 
 
 @dataclass
-class EvaluateConfig:
+class RunEvaluateConfig:
     run: str = ""
     """A search run directory (holds summary.json)."""
     ground_truth: str = ""
@@ -65,7 +65,7 @@ def read_summary(path: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_config(EvaluateConfig, argv)
+    config = parse_config(RunEvaluateConfig, argv)
     try:
         summary = read_summary(Path(config.run) / "summary.json")
         truth = load_ground_truth(

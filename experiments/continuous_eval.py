@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import kendalltau
 
-from diagnosis.continuous_search import ContinuousSearch, density_scores, run_continuous_search
+from diagnosis.continuous_search import ContinuousSearch, run_continuous_search
 from diagnosis.embed import (
     EmbedConfig, SceneEmbedder, TrainedEmbedding, load_image_encoder, load_text_encoder, train_embedding,
 )  # fmt: skip
@@ -49,6 +49,7 @@ from diagnosis.evaluation import GroundTruth, compare, default_ground_truth_path
 from diagnosis.ranking import Ranking
 from diagnosis.rank_unseen import first_frames, rank_unseen
 from envs.cli import parse_config
+from envs.markdown import markdown_table
 from envs.perturbations import task_perturbations
 from experiments.embedding_quality import HELD_OUT, finished_runs
 
@@ -305,89 +306,92 @@ def mean_sd(values: Sequence[float]) -> str:
     return f"{values.mean():.3f}" if len(values) == 1 else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
+def main_rows(config: ContinuousEvalConfig, main: list[dict[str, Any]]) -> list[list[str]]:
+    """The main configuration's measures, mean ± sd over seeds."""
+
+    def over(key: str) -> str:
+        return mean_sd([r[key] for r in main])
+
+    return [
+        ["unseen pairwise accuracy (target ≥ 0.70; RoboMD 0.61–0.80)", over("unseen_pairwise"),
+         str(main[0]["unseen_pairs"])],
+        ["unseen Kendall τ", over("unseen_tau"), ""],
+        ["mixed: all 36 ranked from first frames, pairs with ≥ 1 unseen", over("mixed_pairwise"),
+         str(main[0]["mixed_pairs"])],
+        ["seen: search ranking vs ground truth, pairwise", over("seen_pairwise"), ""],
+        ["seen: Kendall τ", over("seen_tau"), ""],
+        ["seen: same ranking before any training (initial Gaussian), pairwise", over("seen_pairwise_step0"), ""],
+        [f"rank consistency with the discrete {config.discrete} search (share of pairs ordered alike, RoboMD "
+         "Table IV)", over("consistency_pairs"), ""],
+        ["rank consistency, Kendall τ", over("consistency_tau"), ""],
+        ["reliability: distance to the nearest known embedding / spread, unseen vs seen",
+         f"{over('reliability_unseen')} vs {over('reliability_seen')}", ""],
+    ]  # fmt: skip
+
+
+def run_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    keys = ("unseen_pairwise", "unseen_tau", "mixed_pairwise", "seen_pairwise", "seen_tau", "seen_pairwise_step0",
+            "consistency_pairs")  # fmt: skip
+    return [
+        [r["label"], *(f"{r[k]:.3f}" for k in keys), f"{r['failures_found']}/{r['steps']}", f"{r['wall_s']:.0f}"]
+        for r in results
+    ]
+
+
+def reference_rows(references: dict[str, list[dict[str, float]]]) -> list[list[str]]:
+    keys = ("unseen_pairwise", "unseen_tau", "mixed_pairwise")
+    return [[name, *(mean_sd([m[k] for m in measures]) for k in keys)] for name, measures in references.items()]
+
+
+def discrete_rows(discrete: dict[str, dict[str, Any]]) -> list[list[str]]:
+    return [
+        [run, f"{m['pairwise_accuracy']:.3f}", f"{m['kendall_tau']:.3f}",
+         f"{m['unseen_as_ranked']['unseen_pairwise']:.3f}", f"{m['unseen_as_ranked']['unseen_tau']:.3f}"]
+        for run, m in discrete.items()
+    ]  # fmt: skip
+
+
 def write_markdown(
     config: ContinuousEvalConfig, runs: list[Path], results: list[dict[str, Any]],
     references: dict[str, list[dict[str, float]]], discrete: dict[str, dict[str, Any]], unseen: list[str],
     wall_s: float,
-) -> None:
+) -> None:  # fmt: skip
+    """`config.out` (the tables) and the same path with .json (every measure, for later comparison)."""
     defaults = dataclasses.asdict(ContinuousEvalConfig())
     given = {k: v for k, v in dataclasses.asdict(config).items() if v != defaults[k]}
     command = " ".join(["python -m experiments.continuous_eval", *(f"{k}={v}" for k, v in given.items())])
     truth = load_ground_truth(default_ground_truth_path(config.policy), config.task, config.policy)
-    main_rows = [r for r in results if r["main"]]
+    main = [r for r in results if r["main"]]
+    held_out = ", ".join(f"{n} ({truth.entries[n].success_rate:.2f})" for n in config.exclude.split(",") if n)
+    validation = f" **Validation run**: the unseen measures are computed on {', '.join(unseen)} only."
+    target = np.mean([r["unseen_pairwise"] for r in main]) >= 0.70
     lines = [
         f"# Continuous failure search: {config.task}, {config.policy}", "",
         f"Command: `{command}` ({wall_s / 60:.1f} min on 2 shared CPU cores, torch 1 thread).", "",
         f"Embedding training data: the finished search runs {', '.join(r.name for r in runs)}, minus every rollout "
-        f"that involved a held-out perturbation. Held out (unseen by the embedding and the search): "
-        + ", ".join(f"{n} ({truth.entries[n].success_rate:.2f})" for n in config.exclude.split(",") if n)
-        + " — ground-truth success rate in brackets; why these are a fair test: experiments/embedding_quality.py "
-        "HELD_OUT."
-        + (f" **Validation run**: the unseen measures are computed on {', '.join(unseen)} only." if config.evaluate else "")
-        + " Unseen perturbations are placed in the embedding from their description and the first frame of "
-        f"the perturbed scene at {config.ranking_seeds} nominal initial states (no rollout), then ranked by the search "
-        f"agent's Gaussian log-density. PPO: {config.total_steps} search steps (nearest-neighbour lookups, no "
-        "rollouts).", "",
+        f"that involved a held-out perturbation. Held out (unseen by the embedding and the search): {held_out}"
+        " — ground-truth success rate in brackets; why these are a fair test: experiments/embedding_quality.py "
+        "HELD_OUT." + (validation if config.evaluate else "") + " Unseen perturbations are placed in the embedding "
+        f"from their description and the first frame of the perturbed scene at {config.ranking_seeds} nominal "
+        "initial states (no rollout), then ranked by the search agent's Gaussian log-density. PPO: "
+        f"{config.total_steps} search steps (nearest-neighbour lookups, no rollouts).", "",
         "## Main result (PPO, 16 principal directions; mean ± sd over seeds " + config.seeds + ")", "",
-        "| measure | value | pairs |", "|---|---|---|",
-    ]
-    over = lambda key: mean_sd([r[key] for r in main_rows])  # noqa: E731
-    measures = [
-        ("unseen pairwise accuracy (target ≥ 0.70; RoboMD 0.61–0.80)", over("unseen_pairwise"), main_rows[0]["unseen_pairs"]),
-        ("unseen Kendall τ", over("unseen_tau"), ""),
-        ("mixed: all 36 ranked from first frames, pairs with ≥ 1 unseen", over("mixed_pairwise"), main_rows[0]["mixed_pairs"]),
-        ("seen: search ranking vs ground truth, pairwise", over("seen_pairwise"), ""),
-        ("seen: Kendall τ", over("seen_tau"), ""),
-        ("seen: same ranking before any training (initial Gaussian), pairwise", over("seen_pairwise_step0"), ""),
-        (f"rank consistency with the discrete {config.discrete} search (share of pairs ordered alike, RoboMD Table IV)",
-         over("consistency_pairs"), ""),
-        ("rank consistency, Kendall τ", over("consistency_tau"), ""),
-        ("reliability: distance to the nearest known embedding / spread, unseen vs seen",
-         f"{over('reliability_unseen')} vs {over('reliability_seen')}", ""),
-    ]  # fmt: skip
-    lines += [f"| {name} | {value} | {pairs} |" for name, value, pairs in measures]
-    lines += [
-        "", "Predicted unseen order (most failure-prone first) per seed:", "",
-    ]
-    for r in main_rows:
-        lines.append(
-            f"- {r['label']}: " + ", ".join(f"{n} ({truth.entries[n].success_rate:.2f})" for n in r["unseen_order"])
-        )
-    lines += [
+        markdown_table(["measure", "value", "pairs"], main_rows(config, main)), "",
+        "Predicted unseen order (most failure-prone first) per seed:", "",
+        *(f"- {r['label']}: " + ", ".join(f"{n} ({truth.entries[n].success_rate:.2f})" for n in r["unseen_order"])
+          for r in main),
         "", "## All runs", "",
-        "| search | unseen pairwise | unseen τ | mixed pairwise | seen pairwise | seen τ | seen pairwise at step 0 | "
-        "consistency with discrete | failures found / steps | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['label']} | {r['unseen_pairwise']:.3f} | {r['unseen_tau']:.3f} | {r['mixed_pairwise']:.3f} | "
-            f"{r['seen_pairwise']:.3f} | {r['seen_tau']:.3f} | {r['seen_pairwise_step0']:.3f} | "
-            f"{r['consistency_pairs']:.3f} | {r['failures_found']}/{r['steps']} | {r['wall_s']:.0f} |"
-        )
-    lines += [
-        "", "## References on the same embeddings (unseen ranking; mean ± sd over seeds)", "",
-        "| ranking | unseen pairwise | unseen τ | mixed pairwise |", "|---|---|---|---|",
-    ]
-    for name, measures in references.items():
-        lines.append(
-            f"| {name} | {mean_sd([m['unseen_pairwise'] for m in measures])} | "
-            f"{mean_sd([m['unseen_tau'] for m in measures])} | {mean_sd([m['mixed_pairwise'] for m in measures])} |"
-        )
-    lines += [
-        "", f"## The discrete {config.discrete} search on the same perturbations", "",
+        markdown_table(["search", "unseen pairwise", "unseen τ", "mixed pairwise", "seen pairwise", "seen τ",
+                        "seen pairwise at step 0", "consistency with discrete", "failures found / steps", "wall s"],
+                       run_rows(results)), "",
+        "## References on the same embeddings (unseen ranking; mean ± sd over seeds)", "",
+        markdown_table(["ranking", "unseen pairwise", "unseen τ", "mixed pairwise"], reference_rows(references)), "",
+        f"## The discrete {config.discrete} search on the same perturbations", "",
         "It rolled every perturbation out (nothing held out), so its unseen numbers are an upper reference, not a "
         "competitor.", "",
-        "| run | pairwise (all 36) | τ (all 36) | held-out pairwise | held-out τ |", "|---|---|---|---|---|",
-    ]
-    for run, m in discrete.items():
-        lines.append(
-            f"| {run} | {m['pairwise_accuracy']:.3f} | {m['kendall_tau']:.3f} | "
-            f"{m['unseen_as_ranked']['unseen_pairwise']:.3f} | {m['unseen_as_ranked']['unseen_tau']:.3f} |"
-        )
-    target = np.mean([r["unseen_pairwise"] for r in main_rows]) >= 0.70
-    lines += [
-        "", "## Notes", "",
+        markdown_table(["run", "pairwise (all 36)", "τ (all 36)", "held-out pairwise", "held-out τ"],
+                       discrete_rows(discrete)), "",
+        "## Notes", "",
         f"- Target (unseen pairwise accuracy ≥ 0.70) {'met' if target else 'NOT met'} by the main configuration.",
         "- Protocol: the action space (one scale for all principal directions vs whitened) was chosen on a validation "
         "run that holds out six other seen perturbations on top of these and scores only those "
@@ -397,7 +401,7 @@ def write_markdown(
         "the centroid already lies among the failures, so compare it with the trained agent to see what training adds.",
         "- The success head is the embedding's own classifier, not RoboMD's density ranking; it is shown as a "
         "reference for what the embedding knows about an unseen perturbation.",
-    ]
+    ]  # fmt: skip
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
     Path(config.out).write_text("\n".join(lines) + "\n")
     record = {"command": command, "results": results, "references": references, "discrete": discrete}

@@ -18,7 +18,7 @@ from policies.registry import load_policy
 
 
 @dataclass
-class EvaluateConfig:
+class PolicyEvaluateConfig:
     policy: str = "scripted"
     """Policy name or path (see policies.registry)."""
     task: str = ""
@@ -30,7 +30,7 @@ class EvaluateConfig:
     """Comma-separated perturbation names applied together (empty: nominal)."""
 
 
-def evaluate(config: EvaluateConfig) -> list[Episode]:
+def evaluate(config: PolicyEvaluateConfig) -> list[Episode]:
     policy, task = load_policy(config.policy, config.task or None)
     config.task = task.name
     perturbations = get_perturbations(task, config.perturbations)
@@ -41,7 +41,7 @@ def evaluate(config: EvaluateConfig) -> list[Episode]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_config(EvaluateConfig, argv)
+    config = parse_config(PolicyEvaluateConfig, argv)
     if config.episodes < 1:
         raise SystemExit(f"error: episodes must be >= 1, got {config.episodes}")
     started = time.perf_counter()

@@ -6,7 +6,7 @@ things are matters more than what they are), and random crops during training.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

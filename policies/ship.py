@@ -15,7 +15,7 @@ import h5py
 
 from envs.cli import parse_config
 from policies.checkpoint import CONFIG, WEIGHTS
-from policies.evaluate import EvaluateConfig, evaluate
+from policies.evaluate import PolicyEvaluateConfig, evaluate
 from policies.registry import CHECKPOINTS
 from policies.scripted import PLANS
 from policies.train import TrainConfig
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for file in (WEIGHTS, CONFIG):
         shutil.copy2(run / file, target / file)
-    episodes = evaluate(EvaluateConfig(policy=config.name, episodes=config.episodes))
+    episodes = evaluate(PolicyEvaluateConfig(policy=config.name, episodes=config.episodes))
     success = sum(e.success for e in episodes) / len(episodes)
     checkpoint_config = json.loads((target / CONFIG).read_text())
     data = checkpoint_config["training"]["data"]
