@@ -19,11 +19,20 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_module
 
+from diagnosis.evaluation import GroundTruth, budget_on_worst, default_ground_truth_path, load_ground_truth
 from diagnosis.search import run_search
 from envs.cli import parse_config
+from envs.markdown import markdown_table
 from envs.perturbations import task_perturbations
 
-METRICS = ("pairwise_accuracy", "kendall_tau", "top5_recall", "entropy", "fsi")
+METRICS = (
+    "pairwise_accuracy", "kendall_tau", "spearman_rho", "top5_recall", "budget_on_true_top5", "entropy", "fsi",
+)  # fmt: skip
+METRIC_LABELS = (
+    "significant-pair accuracy", "Kendall τ-b (all pairs)", "Spearman ρ", "top-5 recall", "budget on true top-5",
+    "entropy (RoboMD)", "FSI (RoboMD)",
+)  # fmt: skip
+"""Column names of METRICS in the results table."""
 
 
 @dataclass
@@ -59,13 +68,22 @@ def run_or_reuse(run_dir: Path, overrides: list[str]) -> dict:
     return run_search(cfg, run_dir)
 
 
-def run_once(config: ComparisonConfig, method: str, seed: int, budget: int) -> dict:
-    """One search, or the summary of an identical finished one."""
-    return run_or_reuse(Path(config.runs) / config.task / f"{method}_seed{seed}_{budget}", [
+def run_once(config: ComparisonConfig, method: str, seed: int, budget: int) -> tuple[dict, Path]:
+    """One search, or the summary of an identical finished one, and its folder."""
+    run_dir = Path(config.runs) / config.task / f"{method}_seed{seed}_{budget}"
+    return run_or_reuse(run_dir, [
         f"task={config.task}", f"policy.name={config.policy}", f"search={method}", "monitor=none",
         f"search.total_rollouts={budget}", f"search.n_envs={config.n_envs}", f"seed={seed}", "report.videos=false",
         *config.overrides.split(),
-    ])
+    ]), run_dir
+
+
+def spent_on_worst(run_dir: Path, truth: GroundTruth, names: list[str], budget: int) -> float:
+    """Share of the run's first `budget` rollouts that included one of the truly worst 5 perturbations."""
+    from diagnosis.dataset import read_rollouts
+
+    rollouts = sorted(read_rollouts(run_dir / "failures.hdf5"), key=lambda row: row["search_step"])
+    return budget_on_worst([row["perturbations"] for row in rollouts[:budget]], truth, names, 5)
 
 
 def at_budget(curve: list[dict], budget: int) -> dict:
@@ -81,21 +99,29 @@ def main(argv: list[str] | None = None) -> None:
     methods = [m.strip() for m in config.methods.split(",") if m.strip()]
     budgets = sorted(int(b) for b in config.budgets.split(","))
     started = time.perf_counter()
+    names = list(task_perturbations(config.task))
+    truth = load_ground_truth(default_ground_truth_path(config.policy), config.task, config.policy)
     results: dict[str, dict] = {}
     reference_budget = None
     for method in methods:
-        runs = []
+        runs, run_dirs = [], []
         for seed in range(config.seeds):
             budget = max(budgets)
             if method == "uniform":
-                reference_budget = config.reference_per_perturbation * len(task_perturbations(config.task))
+                reference_budget = config.reference_per_perturbation * len(names)
                 if seed == 0:  # the reference needs one run, not one per seed
                     budget = max(budget, reference_budget)
-            summary = run_once(config, method, seed, budget)
+            summary, run_dir = run_once(config, method, seed, budget)
             runs.append(summary)
+            run_dirs.append(run_dir)
         rows = {}
         for budget in sorted({*budgets, *([reference_budget] if method == "uniform" else [])}):
-            points = [at_budget(run["curve"], budget) for run in runs if run["budget"]["rollouts_done"] >= budget]
+            reached = [i for i, run in enumerate(runs) if run["budget"]["rollouts_done"] >= budget]
+            points = [
+                {**at_budget(runs[i]["curve"], budget), "budget_on_true_top5": spent_on_worst(run_dirs[i], truth, names,
+                                                                                              budget)}
+                for i in reached
+            ]  # fmt: skip
             rows[budget] = {
                 "rollouts": int(np.mean([p["rollouts"] for p in points])),
                 **{m: (float(np.mean([p[m] for p in points])), float(np.std([p[m] for p in points]))) for m in METRICS},
@@ -121,15 +147,19 @@ def write_results(
         "",
         f"Policy under test `{config.policy}`; ground truth `experiments/results/ground_truth_{config.policy}.json` "
         "(20 plain rollouts per perturbation, seeds 0..19; search rollouts use other seeds). Mean ± std over "
-        f"{config.seeds} search seeds; pairwise accuracy counts pairs whose ground-truth 95% intervals do not overlap.",
+        f"{config.seeds} search seeds. Significant-pair accuracy counts only the pairs whose ground-truth 95% intervals do "
+        "not overlap; Kendall τ-b and Spearman ρ are over all pairs. Budget on true top-5: the share of the rollouts "
+        "that included one of the 5 perturbations the ground truth finds most failure-prone (ties included). Entropy "
+        "and FSI are RoboMD's measures of the ranking's search scores (their shape depends on the method), not of "
+        "how rollouts were spent.",
         "",
-        "| method | rollouts | pairwise accuracy | Kendall τ | top-5 recall | entropy | FSI |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for method in methods:
-        for budget, row in results[method]["budgets"].items():
-            cells = [f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS]
-            lines.append(f"| {method} | {budget} | " + " | ".join(cells) + " |")
+    rows = [
+        [method, str(budget), *(f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS)]
+        for method in methods
+        for budget, row in results[method]["budgets"].items()
+    ]
+    lines += [markdown_table(["method", "rollouts", *METRIC_LABELS], rows)]
     lines += ["", "Wall time per run (s, 2 workers): " + ", ".join(
         f"{m} {np.mean(results[m]['wall_time_s']):.0f}" for m in methods
     ), ""]
