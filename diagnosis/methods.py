@@ -88,7 +88,9 @@ class RLSearch(SearchMethod):
     """An SB3 actor-critic on the search env. Its ranking is RoboMD's: the softmax of the policy's logits on the
     first frame of nominal scenes, averaged over a few initial states."""
 
-    def __init__(self, name: str, envs: VecEnv, hyperparameters: Mapping[str, Any], seed: int, tensorboard: Path | None):
+    def __init__(
+        self, *, name: str, envs: VecEnv, hyperparameters: Mapping[str, Any], seed: int, tensorboard: Path | None
+    ):
         if name not in RL_ALGORITHMS:
             raise ValueError(f"unknown RL method {name!r}; valid: {', '.join(RL_ALGORITHMS)}")
         self.name = name
@@ -191,7 +193,7 @@ def build_method(
     name: str, envs: VecEnv, hyperparameters: Mapping[str, Any], seed: int, tensorboard: Path | None
 ) -> SearchMethod:
     if name in RL_ALGORITHMS:
-        return RLSearch(name, envs, hyperparameters, seed, tensorboard)
+        return RLSearch(name=name, envs=envs, hyperparameters=hyperparameters, seed=seed, tensorboard=tensorboard)
     if name in BANDITS:
         return BanditSearch(name, int(envs.action_space.n), seed)
     raise ValueError(f"unknown search method {name!r}; valid: {', '.join(METHODS)}")

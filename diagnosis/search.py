@@ -19,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+import diagnosis.conf  # noqa: F401  (registers the monitor=fidel config node before Hydra composes)
 from diagnosis.bandits import BANDITS
 from diagnosis.checkpoint import check_resumable
 from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
@@ -93,18 +94,9 @@ def build_monitor_factory(cfg: DictConfig, task: TaskSpec, policy: str) -> Calla
     if cfg.monitor.method not in MONITORS:
         raise ValueError(f"unknown monitor {cfg.monitor.method!r}; valid: none, {', '.join(MONITORS)}")
     from monitor.build import MonitorRecipe
-    from monitor.fidel import FidelConfig
 
-    settings = cfg.monitor
-    config = FidelConfig(
-        alpha=float(settings.alpha), thresholding=str(settings.thresholding),
-        window=None if settings.window is None else int(settings.window),
-        patch_fraction=float(settings.patch_fraction), overrun=bool(settings.overrun),
-    )  # fmt: skip
-    recipe = MonitorRecipe(
-        task.name, policy, episodes=int(settings.episodes), seed=int(settings.nominal_seed), config=config,
-        semantic=str(settings.semantic), semantic_options=OmegaConf.to_container(settings.semantic_options),
-    )  # fmt: skip
+    settings = OmegaConf.to_container(cfg.monitor, resolve=True)
+    recipe = MonitorRecipe.from_settings(task.name, policy, settings)
     semantic, options = recipe.semantic_filter()
     where = f" ({shown_path(options['path'])})" if "path" in options else ""
     print(f"monitor: FIDeL, semantic filter {semantic}{where}")

@@ -85,6 +85,7 @@ class FailureSearchEnv(gym.Env):
     def __init__(
         self,
         task: str | TaskSpec = "lift",
+        *,
         policy: Policy | Callable[[], Policy] | str | None = None,
         perturbations: Sequence[str] | None = None,
         monitor: Monitor | Callable[[], Monitor] | None = None,

@@ -6,8 +6,11 @@ reported with the valid ones.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -62,11 +65,39 @@ def _type_name(field: dataclasses.Field) -> str:
     return field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
 
 
+def field_docs(config_cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal under it in the class body, as the configs here write them),
+    read from the source: Python keeps no attribute docstrings at run time."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(config_cls)))
+    except (OSError, TypeError, SyntaxError):  # no source (a frozen or dynamic class): no docs, still usable
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                if isinstance(following.value.value, str):
+                    docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
 def usage(config_cls: type) -> str:
-    lines = [f"usage: python -m {sys.modules['__main__'].__spec__.name if sys.modules['__main__'].__spec__ else ''} key=value ..."]
+    """`--help`: the command, then each key with its default and what it does."""
+    spec = sys.modules["__main__"].__spec__
+    command = f"python -m {spec.name}" if spec else Path(sys.argv[0]).name
+    lines = [f"usage: {command} key=value ...", ""]
+    docs = field_docs(config_cls)
     for f in dataclasses.fields(config_cls):
-        default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
         lines.append(f"  {f.name}={default}")
+        if f.name in docs:
+            lines += [f"      {line}" for line in textwrap.wrap(docs[f.name], 100)]
     return "\n".join(lines)
 
 

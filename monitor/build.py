@@ -13,15 +13,21 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from monitor.config_dicts import config_from_dict
 from monitor.fidel import FORMAT_VERSION, FidelConfig, FidelMonitor
+
+NOMINAL_EPISODES = 40
+"""Successful nominal rollouts a policy's monitor is fitted on."""
+NOMINAL_SEED = 100_000
+"""Their first seed: far from the 0, 1, 2, ... that evaluations and the search use."""
 
 CACHE_ROOT = Path(os.environ.get("FAILSCOPE_CACHE", Path.home() / ".cache" / "failscope")) / "monitors"
 """Default cache folder; the FAILSCOPE_CACHE environment variable moves the root, as for envs.meshes."""
@@ -149,8 +155,8 @@ def collect_nominal(
 def build_monitor(
     task: str,
     policy: str,
-    episodes: int = 40,
-    seed: int = 100_000,
+    episodes: int = NOMINAL_EPISODES,
+    seed: int = NOMINAL_SEED,
     cache_dir: Path | None = None,
     config: FidelConfig = FidelConfig(),
 ) -> FidelMonitor:
@@ -204,13 +210,34 @@ class MonitorRecipe:
 
     task: str
     policy: str
-    episodes: int = 40
-    seed: int = 100_000
+    episodes: int = NOMINAL_EPISODES
+    """Successful nominal rollouts the monitor is fitted on (collected once, then cached)."""
+    nominal_seed: int = NOMINAL_SEED
+    """Their first seed."""
     config: FidelConfig = FidelConfig()
-    semantic: str = "none"
-    """Semantic filter (SEMANTIC_CHOICES): auto, none (every anomaly is a failure), vlm or trained."""
+    semantic: str = "auto"
+    """Semantic filter (SEMANTIC_CHOICES): auto (trained where the policy ships a filter, else none), none (every
+    anomaly is a failure), vlm (an OpenAI-compatible endpoint) or trained (a fitted classifier)."""
     semantic_options: dict[str, Any] = field(default_factory=dict)
     """The backend's options, e.g. {"path": ...} for trained, {"base_url": ..., "model": ...} for vlm."""
+
+    @classmethod
+    def from_settings(cls, task: str, policy: str, settings: Mapping[str, Any]) -> MonitorRecipe:
+        """The recipe a `monitor=fidel` config node describes (`settings_node` keys; a missing key keeps its
+        default, so runs saved with fewer keys still resume); an unknown key is a ValueError naming the valid ones."""
+        settings = dict(settings)
+        method = settings.pop("method", "fidel")
+        if method != "fidel":
+            raise ValueError(f"unknown monitor {method!r}; valid: fidel")
+        recipe_keys = {f.name for f in fields(cls)} - {"task", "policy", "config"}
+        fidel_keys = {f.name for f in fields(FidelConfig)}
+        unknown = sorted(set(settings) - recipe_keys - fidel_keys)
+        if unknown:
+            raise ValueError(
+                f"unknown monitor setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(recipe_keys | fidel_keys))}"
+            )
+        config = config_from_dict(FidelConfig, {k: v for k, v in settings.items() if k in fidel_keys})
+        return cls(task, policy, config=config, **{k: v for k, v in settings.items() if k in recipe_keys})
 
     def semantic_filter(self) -> tuple[str, dict[str, Any]]:
         """(backend, options) the semantic setting resolves to for this policy (see `resolve_semantic`)."""
@@ -222,6 +249,26 @@ class MonitorRecipe:
         # The filter first: a bad backend name or option fails before minutes of fitting.
         name, options = self.semantic_filter()
         semantic_filter = build_semantic_filter(name, **options)
-        monitor = build_monitor(self.task, self.policy, self.episodes, self.seed, config=self.config)
+        monitor = build_monitor(self.task, self.policy, self.episodes, self.nominal_seed, config=self.config)
         monitor.semantic_filter = None if name == "none" else semantic_filter
         return monitor
+
+
+def settings_node() -> dict[str, Any]:
+    """The `monitor=fidel` Hydra config node, from the dataclasses' own defaults (the one source of them): the
+    recipe's keys and every FidelConfig field, nested configs as nested keys (`monitor.ot.epsilon=...`)."""
+    recipe = MonitorRecipe("", "")
+    node: dict[str, Any] = {"method": "fidel"}
+    node.update({f.name: getattr(recipe, f.name) for f in fields(MonitorRecipe) if f.name not in ("task", "policy",
+                                                                                                      "config")})
+    node.update(_plain(asdict(FidelConfig())))
+    return node
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, for OmegaConf."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -65,31 +65,31 @@ class FidelConfig:
     """Online search: memory steps either side of the previous t_min (None = all steps every frame)."""
     lag: int | None = None
     """Online search: memory steps before the previous t_min (None = `window`). lag=1 (t_min nearly monotone)
-    measured 95.1 vs 95.1 filter AUROC: no gain, so off."""
+    did not change the filter-split AUROC, so off."""
     # Scoring. FIDeL as published is frame_score="transport", heatmap="min", time_weight=0 (and OTConfig
-    # position_weight=0): frame AUROC 91.0 on the SimFails-lift filter split. The defaults below score 95.1 there
-    # (experiments/fidel_variants.py: each option alone and in combination, chosen on the filter split only).
+    # position_weight=0). Every default below was chosen on the SimFails-lift filter split only, each option alone
+    # and in combination: experiments/results/fidel_variants_lift.md (experiments/fidel_variants.py), where the
+    # published scoring is the first row.
     frame_score: str = "heatmap"
     """Frame score: "transport" (FIDeL's transport cost at t_min, the mean over the 49 patches, which dilutes a change
-    of one or two patches: a cube), "heatmap" (mean of the heatmap's `top_k` largest patches) or "band" (the
-    CP-time&space band's normalised deviation; 92.5 with the transported heatmap: the calibration episodes are too
-    few for per-patch, per-step normalisation). Filter AUROC, heatmap="min": transport 91.0, max 93.1, top-3 94.0."""
+    of one or two patches: a cube), "heatmap" (mean of the heatmap's `top_k` largest patches: a small change
+    stays visible) or "band" (the CP-time&space band's normalised deviation, which scores lower: the calibration
+    episodes are too few for per-patch, per-step normalisation)."""
     top_k: int = 3
-    """frame_score="heatmap": how many of the largest heatmap patches are averaged (with the other defaults: 1 → 95.1,
-    2 → 95.1, 3 → 95.1, 5 → 95.0 before the positional term; 3 tolerates one noisy patch)."""
+    """frame_score="heatmap": how many of the largest heatmap patches are averaged (1 to 5 score alike; 3 tolerates
+    one noisy patch)."""
     heatmap: str = "transport"
     """Per query patch: its cheapest memory patch at t_min ("min", FIDeL's) or its transported cost under the plan at
-    t_min ("transport": what the patch actually pays, so the heatmap's mean is the transport cost). Max of the
-    heatmap: min 93.1, transport 94.4; top-3: 94.0, 94.6."""
+    t_min ("transport": what the patch actually pays, so the heatmap's mean is the transport cost; it scores
+    higher)."""
     time_weight: float = 1.0
     """γ of the temporal prior: t_min minimises transport cost + γ·|t − k|/T at the episode's k-th frame (the memory
     has T = the median nominal length, so a nominal frame k sits near step k). Without it, late frames of a failing
-    episode match an earlier phase and look nominal. Filter AUROC, transport score: γ 0 → 91.0, 1 → 93.8, 3 → 94.5,
-    10 → 94.7; with the transported top-3 heatmap: γ 0 → 94.6, 0.5 → 94.9, 1 → 95.1, 2 → 95.1, 3 → 95.1 (γ = 1 keeps
-    the nominal-episode AUROC, 94.6 vs 88.7 at γ = 3)."""
+    episode match an earlier phase and look nominal. γ = 1: larger values gain nothing overall and lose AUROC on
+    the nominal episodes."""
     time_score_weight: float = 0.0
-    """γ': the frame score adds γ'·|t_min − k|/T (the temporal mismatch as evidence itself). Filter AUROC with the
-    other defaults: 0 → 95.1, 1 → 95.3, 3 → 95.3, 10 → 94.9; within noise, so off."""
+    """γ': the frame score adds γ'·|t_min − k|/T (the temporal mismatch as evidence itself). Its gain is within
+    noise, so off."""
     thresholding: str = "time_space"
     """Which band decides `is_anomaly`: time_space (CP-time&space), time (CP-time) or gaussian (baseline)."""
     alpha: float = 0.1
@@ -111,9 +111,8 @@ class FidelConfig:
     overrun: bool = True
     """Frames after the end of the longest calibration episode are anomalies and failures, with no semantic filter
     asked (conformal.overrun_step; adds at most 1/(n+1) to the nominal false-alarm rate, n = calibration episodes).
-    The OT score cannot see a stuck policy: hovering over the cube matches the grasp phase. In the default Lift
-    search (experiments/results/default_search_lift.md) every one of the 37 failures the filtered monitor missed ran
-    to the horizon."""
+    The OT score cannot see a stuck policy: hovering over the cube matches the grasp phase. Recall with and without
+    the rule: experiments/results/default_search_lift.md and experiments/results/monitor_lift.md."""
     gaussian_z: float = 3.0
     """Gaussian baseline: threshold = mean + z·std of the calibration scores at t."""
     split_seed: int = 0
@@ -164,6 +163,7 @@ class FidelMonitor:
 
     def __init__(
         self,
+        *,
         task: str,
         instruction: str,
         config: FidelConfig,
@@ -250,7 +250,10 @@ class FidelMonitor:
         fingerprint = encoder.fingerprint(memory.reference_frames.shape[1:])
         calibration = split.centre + split.width
         late = overrun_step([len(nominal_episodes[i]) for i in calibration]) if config.overrun else None
-        return cls(task, instruction, config, encoder, memory, prior, bands, fingerprint, late, semantic_filter)
+        return cls(
+            task=task, instruction=instruction, config=config, encoder=encoder, memory=memory, prior=prior,
+            bands=bands, fingerprint=fingerprint, overrun_step=late, semantic_filter=semantic_filter,
+        )
 
     # -- the Monitor protocol --------------------------------------------------------------------------------------
 
@@ -368,9 +371,10 @@ class FidelMonitor:
         fingerprint = tensors["fingerprint"]
         patch_encoder.check_fingerprint(fingerprint, memory.reference_frames.shape[1:], f"the monitor in {str(path)!r}")
         return cls(
-            meta["task"], meta["instruction"], config, patch_encoder, memory, tensors["prior"], bands, fingerprint,
-            meta["overrun_step"], semantic_filter,
-        )  # fmt: skip
+            task=meta["task"], instruction=meta["instruction"], config=config, encoder=patch_encoder, memory=memory,
+            prior=tensors["prior"], bands=bands, fingerprint=fingerprint, overrun_step=meta["overrun_step"],
+            semantic_filter=semantic_filter,
+        )
 
 
 def _finite(features: torch.Tensor, what: str) -> torch.Tensor:

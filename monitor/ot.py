@@ -44,9 +44,9 @@ class OTConfig:
     position_weight: float = 0.3
     """λ: sending query patch i to memory patch j also costs λ·‖pos_i − pos_j‖, positions in grid cells, so the
     transport stays local (0 = appearance only, positions ignored, as published). Plain OT matches a moved cube's
-    patches with cube patches elsewhere in the memory. On the SimFails-lift filter split (experiments/fidel_variants.py,
-    with the FidelConfig defaults) λ = 0.3 gave frame AUROC 95.1 vs 95.1 without, with every per-kind AUROC
-    higher or equal but failure-inducing events (85.7 vs 86.4); λ = 1 gave 94.7."""
+    patches with cube patches elsewhere in the memory. Chosen on the SimFails-lift filter split: a small λ keeps the
+    overall AUROC and raises most per-kind ones, a large one costs AUROC
+    (experiments/results/fidel_variants_lift.md, made by experiments/fidel_variants.py)."""
 
     def __post_init__(self) -> None:
         for name in ("epsilon", "tol"):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from envs.cli import parse_config, shown_path
+from monitor.build import NOMINAL_EPISODES, NOMINAL_SEED, build_monitor
 from monitor.dataset import simfails_path
 
 SHIPPED_FILTERS = Path(__file__).resolve().parent / "filters"
@@ -49,14 +50,13 @@ class TrainFilterConfig:
     """At most this many flagged frames per filter-split episode, evenly spaced."""
     monitor: str = ""
     """A saved FIDeL monitor folder (FidelMonitor.save); empty = the search's monitor for task and policy."""
-    episodes: int = 40
+    episodes: int = NOMINAL_EPISODES
     """Successful nominal rollouts the monitor is fitted on (the search's monitor.episodes)."""
-    nominal_seed: int = 100_000
+    nominal_seed: int = NOMINAL_SEED
     """Their first seed (the search's monitor.nominal_seed)."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    from monitor.build import build_monitor
     from monitor.dataset_kinds import require_dataset
     from monitor.fidel import FidelMonitor
     from monitor.metrics import rates

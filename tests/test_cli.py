@@ -154,3 +154,24 @@ def test_diagnosis_evaluate_on_a_corrupt_summary_names_the_file_and_problem(tmp_
     message = error_of(main, [f"run={tmp_path}"])
     assert message.startswith(f"error: {tmp_path / 'summary.json'}") and re.search(problem, message), message
     assert message.endswith("rerun the search (python -m diagnosis.search) or restore the file")
+
+
+def test_help_lists_each_key_with_its_default_and_what_it_does():
+    result = run_module("monitor.evaluate", "--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "usage: python -m monitor.evaluate key=value ..."
+    at = lines.index("  alpha=0.1")
+    assert lines[at + 1].strip().startswith("Every method's false-alarm budget")
+
+
+def test_every_console_script_names_a_module_main():
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads(Path("pyproject.toml").read_text())["project"]["scripts"]
+    assert "failscope-search" in scripts
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name

@@ -15,7 +15,7 @@ CANDIDATES = ["table_color_blue", "cube_color_red", "cube_color_green", "cube_he
 
 @pytest.fixture(scope="module")
 def env():
-    env = FailureSearchEnv(TASK, BlueAverse(TASK), CANDIDATES, max_depth=3, record_frames=False)
+    env = FailureSearchEnv(TASK, policy=BlueAverse(TASK), perturbations=CANDIDATES, max_depth=3, record_frames=False)
     yield env
     env.close()
 
@@ -48,7 +48,7 @@ def test_same_family_replaces_and_depth_truncates(env):
     env.step(CANDIDATES.index("cube_color_red"))
     env.step(CANDIDATES.index("cube_color_green"))
     assert [p.name for p in env.applied] == ["cube_color_green"]  # a cube cannot be red and green at once
-    shallow = FailureSearchEnv(TASK, BlueAverse(TASK), CANDIDATES, max_depth=2, record_frames=False)
+    shallow = FailureSearchEnv(TASK, policy=BlueAverse(TASK), perturbations=CANDIDATES, max_depth=2, record_frames=False)
     shallow.reset(seed=0)
     _, _, terminated, truncated, _ = shallow.step(CANDIDATES.index("cube_heavy"))
     assert not (terminated or truncated)
@@ -58,7 +58,9 @@ def test_same_family_replaces_and_depth_truncates(env):
 
 
 def test_observation_is_the_scene_as_it_stands():
-    env = FailureSearchEnv(TASK, BlueAverse(TASK), CANDIDATES, max_depth=3, observe_applied=True, record_frames=False)
+    env = FailureSearchEnv(
+        TASK, policy=BlueAverse(TASK), perturbations=CANDIDATES, max_depth=3, observe_applied=True, record_frames=False
+    )
     obs, _ = env.reset(seed=0)
     assert obs["image"].shape == (84, 84, 3) and not obs["applied"].any()
     obs, *_ = env.step(CANDIDATES.index("cube_heavy"))
@@ -71,8 +73,8 @@ def test_observation_is_the_scene_as_it_stands():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="valid: sim, monitor, both"):
-        FailureSearchEnv(TASK, BlueAverse(TASK), CANDIDATES, outcome="vibes")
+        FailureSearchEnv(TASK, policy=BlueAverse(TASK), perturbations=CANDIDATES, outcome="vibes")
     with pytest.raises(ValueError, match="needs a monitor"):
-        FailureSearchEnv(TASK, BlueAverse(TASK), CANDIDATES, outcome="monitor")
+        FailureSearchEnv(TASK, policy=BlueAverse(TASK), perturbations=CANDIDATES, outcome="monitor")
     with pytest.raises(ValueError, match="unknown perturbation"):
-        FailureSearchEnv(TASK, BlueAverse(TASK), ["table_colour_blue"])
+        FailureSearchEnv(TASK, policy=BlueAverse(TASK), perturbations=["table_colour_blue"])

@@ -126,6 +126,7 @@ class ThresholdMonitor:
 
     def __init__(
         self,
+        *,
         task: str,
         instruction: str,
         config: Any,
@@ -178,7 +179,10 @@ class ThresholdMonitor:
         references = reference_sequence([nominal_episodes[i] for i in learn])
         late = overrun_step([len(nominal_episodes[i]) for i in calibrate]) if calibration.overrun else None
         instruction = get_task(task).instruction
-        return cls(task, instruction, config, scorer, threshold, references, uses_time, late, semantic_filter)
+        return cls(
+            task=task, instruction=instruction, config=config, scorer=scorer, threshold=threshold,
+            reference_frames=references, uses_time=uses_time, overrun_step=late, semantic_filter=semantic_filter,
+        )
 
     def reset(self) -> None:
         """Start of an episode: the step count restarts."""
@@ -283,9 +287,10 @@ class ThresholdMonitor:
             with torch_threads(TORCH_THREADS):
                 encoder.check_fingerprint(tensors["fingerprint"], references.shape[1:], f"the monitor in {str(path)!r}")
         return kind(
-            meta["task"], meta["instruction"], config, scorer, float(meta["threshold"]), references,
-            bool(meta["uses_time"]), meta["overrun_step"], semantic_filter,
-        )  # fmt: skip
+            task=meta["task"], instruction=meta["instruction"], config=config, scorer=scorer,
+            threshold=float(meta["threshold"]), reference_frames=references, uses_time=bool(meta["uses_time"]),
+            overrun_step=meta["overrun_step"], semantic_filter=semantic_filter,
+        )
 
 
 def score_episode(scorer: FrameScorer, frames: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -118,6 +118,7 @@ class TrainedFilter:
 
     def __init__(
         self,
+        *,
         encoder: PatchEncoder,
         config: TrainedConfig,
         model: torch.nn.Module,
@@ -183,7 +184,10 @@ class TrainedFilter:
                 accuracy = float(((torch.sigmoid(model(z)[:, 0]) > config.threshold) == y.bool()).float().mean())
             fingerprint = encoder.fingerprint(shapes.pop())
         stats = {"examples": len(examples), "failures": int(positives), "train_accuracy": accuracy}
-        return cls(encoder, config, model, mean, std, examples[0].frame.shape, fingerprint, stats)
+        return cls(
+            encoder=encoder, config=config, model=model, feature_mean=mean, feature_std=std,
+            frame_shape=examples[0].frame.shape, fingerprint=fingerprint, stats=stats,
+        )
 
     def predict_proba(self, reference_frames: np.ndarray, frames: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
         """p(failure) for a batch (B, H, W, 3), (B, H, W, 3), (B, h, w)."""
@@ -245,9 +249,10 @@ class TrainedFilter:
         model = _classifier(tensors["feature_mean"].shape[0], config.hidden)
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
         return cls(
-            encoder, config, model, tensors["feature_mean"], tensors["feature_std"], frame_shape,
-            tensors["fingerprint"], meta["stats"],
-        )  # fmt: skip
+            encoder=encoder, config=config, model=model, feature_mean=tensors["feature_mean"],
+            feature_std=tensors["feature_std"], frame_shape=frame_shape, fingerprint=tensors["fingerprint"],
+            stats=meta["stats"],
+        )
 
 
 def examples_from_failures(
