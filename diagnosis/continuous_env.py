@@ -82,7 +82,7 @@ class KnownEmbeddings:
         return len(self.embeddings)
 
     @classmethod
-    def load(cls, directory: str | Path, task: str | None = None, policy: str | None = None) -> "KnownEmbeddings":
+    def load(cls, directory: str | Path, task: str | None = None, policy: str | None = None) -> KnownEmbeddings:
         """The known embeddings of a saved embedding (python -m diagnosis.embed)."""
         from diagnosis.embed import TrainedEmbedding
 

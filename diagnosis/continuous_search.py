@@ -78,7 +78,7 @@ class PolicySpace:
     """(k,) embedding units per agent unit along each direction."""
 
     @classmethod
-    def of(cls, known: KnownEmbeddings, components: int = 16, whiten: bool = False) -> "PolicySpace":
+    def of(cls, known: KnownEmbeddings, components: int = 16, whiten: bool = False) -> PolicySpace:
         """`components` principal directions (0: every direction the known set spans)."""
         if components < 0:
             raise ValueError(f"search.components must be >= 0 (0 = all), got {components}")
@@ -177,7 +177,7 @@ class ContinuousSearch:
         return log_density(self.agent, embeddings, self.space)
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "ContinuousSearch":
+    def load(cls, run_dir: str | Path) -> ContinuousSearch:
         run_dir = Path(run_dir)
         summary_path, weights_path = run_dir / "summary.json", run_dir / SEARCH_FILE
         if not summary_path.is_file() or not weights_path.is_file():
@@ -262,8 +262,8 @@ class _Progress(BaseCallback):
 
 def run_continuous_search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The whole continuous search for a composed configuration; returns the summary (also in summary.json)."""
-    from diagnosis.search import check_writable, resolve_candidates, resolve_ground_truth, resolve_task
     from diagnosis.printout import print_ranking
+    from diagnosis.search import check_writable, resolve_candidates, resolve_ground_truth, resolve_task
     from diagnosis.search_run import PerturbationCounts
     from policies.registry import default_policy
 

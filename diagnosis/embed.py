@@ -131,7 +131,7 @@ class Rollouts:
     def __len__(self) -> int:
         return len(self.demo)
 
-    def subset(self, keep: np.ndarray) -> "Rollouts":
+    def subset(self, keep: np.ndarray) -> Rollouts:
         idx = np.flatnonzero(keep)
         pick = lambda values: tuple(values[i] for i in idx)  # noqa: E731
         return Rollouts(pick(self.source), pick(self.demo), pick(self.perturbations), self.failed[idx])
@@ -212,7 +212,8 @@ def cache_path(cache: Path, file: Path, encoder: str, frames: str, mean_frames: 
 
 
 def file_image_features(
-    file: Path, task: str, encoder: ImageFeatures, encoder_name: str, frames: str, mean_frames: int, cache: Path | None
+    file: Path, task: str, encoder: ImageFeatures, *, encoder_name: str, frames: str, mean_frames: int,
+    cache: Path | None,
 ) -> dict[str, np.ndarray]:
     """Image features of every rollout in one data file, by demo name; read from the cache when it has them."""
     path = cache_path(cache, file, encoder_name, frames, mean_frames) if cache else None
@@ -238,13 +239,14 @@ def file_image_features(
 
 
 def rollout_image_features(
-    rollouts: Rollouts, task: str, encoder: ImageFeatures, encoder_name: str, frames: str = "first",
+    rollouts: Rollouts, task: str, encoder: ImageFeatures, *, encoder_name: str, frames: str = "first",
     mean_frames: int = 16, cache: str | Path | None = None,
 ) -> np.ndarray:
     """(N, F) image features of the rollouts, in order."""
     by_file = {
         file: file_image_features(
-            Path(file), task, encoder, encoder_name, frames, mean_frames, Path(cache) if cache else None
+            Path(file), task, encoder, encoder_name=encoder_name, frames=frames, mean_frames=mean_frames,
+            cache=Path(cache) if cache else None,
         )
         for file in dict.fromkeys(rollouts.source)
     }
@@ -432,7 +434,7 @@ class TrainedEmbedding:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, task: str | None = None, policy: str | None = None) -> "TrainedEmbedding":
+    def load(cls, directory: str | Path, task: str | None = None, policy: str | None = None) -> TrainedEmbedding:
         """Reads a saved embedding; with `task`/`policy`, one trained for another is an error."""
         directory = Path(directory)
         for name in (META, MODEL, KNOWN):
@@ -497,8 +499,9 @@ def train_embedding(
     policy = resolve_data_policy(files, config.policy)
     rollouts = load_rollouts(files, task, exclude)
     image = rollout_image_features(
-        rollouts, task, image_encoder or load_image_encoder(config.image_encoder), config.image_encoder,
-        config.frames, config.mean_frames, None if config.cache in ("", "none") else config.cache,
+        rollouts, task, image_encoder or load_image_encoder(config.image_encoder), encoder_name=config.image_encoder,
+        frames=config.frames, mean_frames=config.mean_frames,
+        cache=None if config.cache in ("", "none") else config.cache,
     )
     text_fn = text_encoder if text_encoder is not None else load_text_encoder(config.text_encoder, config.text_checkpoint)
     table = {} if text_fn is None else description_table(task, text_fn)

@@ -77,5 +77,5 @@ class Ranking:
         ]
 
     @classmethod
-    def from_rows(cls, rows: Sequence[dict]) -> "Ranking":
+    def from_rows(cls, rows: Sequence[dict]) -> Ranking:
         return cls(tuple(r["perturbation"] for r in rows), np.array([r["score"] for r in rows], dtype=float))

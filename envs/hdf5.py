@@ -190,7 +190,7 @@ class EpisodeWriter:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> "EpisodeWriter":
+    def __enter__(self) -> EpisodeWriter:
         return self
 
     def __exit__(self, *exc) -> None:

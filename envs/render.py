@@ -30,7 +30,7 @@ class RenderConfig:
     """Size the offscreen framebuffer to the image instead of the model's 640×480 default."""
 
     @classmethod
-    def stock(cls) -> "RenderConfig":
+    def stock(cls) -> RenderConfig:
         return cls(shadows=True, reflections=True, msaa_samples=4, hide_collision_geoms=False, camera_sized_buffer=False)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
+
 import mujoco
 import numpy as np
 

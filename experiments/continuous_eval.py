@@ -43,16 +43,20 @@ from scipy.stats import kendalltau
 
 from diagnosis.continuous_search import ContinuousSearch, run_continuous_search
 from diagnosis.embed import (
-    EmbedConfig, SceneEmbedder, TrainedEmbedding, load_image_encoder, load_text_encoder, train_embedding,
+    EmbedConfig,
+    SceneEmbedder,
+    TrainedEmbedding,
+    load_image_encoder,
+    load_text_encoder,
+    train_embedding,
 )  # fmt: skip
 from diagnosis.evaluation import GroundTruth, compare, default_ground_truth_path, load_ground_truth, significant_pairs
-from diagnosis.ranking import Ranking
 from diagnosis.rank_unseen import first_frames, rank_unseen
+from diagnosis.ranking import Ranking
 from envs.cli import parse_config
 from envs.markdown import markdown_table
 from envs.perturbations import task_perturbations
 from experiments.embedding_quality import HELD_OUT, finished_runs
-
 
 ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "raw512": ("PPO, raw 512-d space", ["search.components=0"]),
@@ -153,7 +157,7 @@ def search_config(config: ContinuousEvalConfig, embedding: Path, seed: int, over
 
 
 def evaluate_search(
-    label: str, run_dir: Path, config: ContinuousEvalConfig, embedder: SceneEmbedder, frames: np.ndarray,
+    label: str, run_dir: Path, config: ContinuousEvalConfig, *, embedder: SceneEmbedder, frames: np.ndarray,
     names: list[str], truth: GroundTruth, discrete: dict[str, dict[str, float]], summary: dict[str, Any],
 ) -> dict[str, Any]:
     """Every measure of one finished continuous search (see the module docstring)."""
@@ -261,7 +265,10 @@ def main(argv: list[str] | None = None) -> None:
             run_dir = work / f"{key}_seed{seed}"
             with contextlib.redirect_stdout(io.StringIO()):
                 summary = run_continuous_search(search_config(config, source, seed, overrides), run_dir)
-            result = evaluate_search(label, run_dir, config, embedder, frames, names, truth, discrete, summary)
+            result = evaluate_search(
+                label, run_dir, config, embedder=embedder, frames=frames, names=names, truth=truth,
+                discrete=discrete, summary=summary,
+            )
             result["main"] = key == "ppo16"
             results.append(result)
             print(label, {k: v for k, v in result.items() if k not in ("label", "run")}, flush=True)
@@ -279,7 +286,10 @@ def main(argv: list[str] | None = None) -> None:
         for run, ranking in discrete.items()
     }
     print_table(results)
-    write_markdown(config, runs, results, references, discrete_measures, unseen, time.perf_counter() - started)
+    write_markdown(
+        config, runs=runs, results=results, references=references, discrete=discrete_measures, unseen=unseen,
+        wall_s=time.perf_counter() - started,
+    )
     main_rows = [r for r in results if r["main"]]
     print(
         f"unseen_pairwise: {np.mean([r['unseen_pairwise'] for r in main_rows]):.3f} "
@@ -352,7 +362,7 @@ def discrete_rows(discrete: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 
 def write_markdown(
-    config: ContinuousEvalConfig, runs: list[Path], results: list[dict[str, Any]],
+    config: ContinuousEvalConfig, *, runs: list[Path], results: list[dict[str, Any]],
     references: dict[str, list[dict[str, float]]], discrete: dict[str, dict[str, Any]], unseen: list[str],
     wall_s: float,
 ) -> None:  # fmt: skip

@@ -33,8 +33,18 @@ from rich.console import Console
 from rich.table import Table
 
 from diagnosis.embed import (
-    EmbedConfig, Rollouts, apply, description_table, knn_accuracy, load_image_encoder, load_rollouts,
-    load_text_encoder, perturbation_text_features, rollout_image_features, split, train_model,
+    EmbedConfig,
+    Rollouts,
+    apply,
+    description_table,
+    knn_accuracy,
+    load_image_encoder,
+    load_rollouts,
+    load_text_encoder,
+    perturbation_text_features,
+    rollout_image_features,
+    split,
+    train_model,
 )  # fmt: skip
 from envs.cli import parse_config
 
@@ -138,9 +148,9 @@ def evaluate_variant(
     embed = EmbedConfig(task=config.task, epochs=config.epochs, seed=config.seed, **VARIANTS[name])
     started = time.perf_counter()
     image = rollout_image_features(
-        rollouts, config.task, load_image_encoder(embed.image_encoder), embed.image_encoder, embed.frames,
-        embed.mean_frames, config.cache or None,
-    )  # fmt: skip
+        rollouts, config.task, load_image_encoder(embed.image_encoder), encoder_name=embed.image_encoder,
+        frames=embed.frames, mean_frames=embed.mean_frames, cache=config.cache or None,
+    )
     features_s = time.perf_counter() - started
     text = perturbation_text_features(text_table, rollouts.perturbations) if embed.text_encoder != "none" else None
     valid = split(rollouts.failed, embed.valid_fraction, embed.seed)
@@ -218,7 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     if panels:
         plot_confusions(figure, panels)
     wall_s = time.perf_counter() - started
-    write_markdown(out, figure if panels else None, config, runs, rollouts, exclude, results, wall_s)
+    write_markdown(
+        out, figure=figure if panels else None, config=config, runs=runs, rollouts=rollouts, exclude=exclude,
+        results=results, wall_s=wall_s,
+    )
     full = results.get("full", next(iter(results.values())))
     print(
         f"knn5_accuracy: {full['knn5']:.3f} head_accuracy: {full['head_accuracy']:.3f} "
@@ -227,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_markdown(
-    out: Path, figure: Path | None, config: QualityConfig, runs: list[Path],
+    out: Path, *, figure: Path | None, config: QualityConfig, runs: list[Path],
     rollouts: Rollouts, exclude: list[str], results: dict[str, dict[str, float]], wall_s: float,
 ) -> None:
     defaults = dataclasses.asdict(QualityConfig())

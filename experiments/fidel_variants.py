@@ -29,9 +29,9 @@ from envs.cli import parse_config
 from envs.markdown import markdown_table
 from monitor.dataset import simfails_path
 from monitor.encoders import EncoderConfig, PatchEncoder
-from monitor.scoring import LABELS, CachedEncoder, SimFailsSplit, episode_group, fit_monitor, score_baseline
-from monitor.metrics import auroc
 from monitor.fidel import FidelConfig
+from monitor.metrics import auroc
+from monitor.scoring import LABELS, CachedEncoder, SimFailsSplit, episode_group, fit_monitor, score_baseline
 
 # Variants: changes to FidelConfig fields (ot.* / memory.* keys go to OTConfig / MemoryConfig) from FIDeL as
 # published (PUBLISHED).

@@ -34,9 +34,9 @@ from envs.markdown import markdown_table
 from experiments.fidel_variants import cached_features, fit_fidel
 from monitor.dataset import simfails_path
 from monitor.encoders import EncoderConfig, PatchEncoder
-from monitor.scoring import LABELS, CachedEncoder, SimFailsSplit, fit_monitor, score_baseline, score_fidel
 from monitor.fidel import FidelConfig
 from monitor.metrics import auroc
+from monitor.scoring import LABELS, CachedEncoder, SimFailsSplit, fit_monitor, score_baseline, score_fidel
 
 BASELINES = ("padim", "padim_step", "patchcore")
 MARGIN = 3.0

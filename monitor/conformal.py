@@ -167,11 +167,12 @@ class ConformalBand:
         width: Sequence[Scores],
         steps: int,
         alpha: float,
+        *,
         patch_fraction: float = 0.0,
         mask: np.ndarray | None = None,
         modulation_floor: float = 0.3,
         radius: int = 0,
-    ) -> "ConformalBand":
+    ) -> ConformalBand:
         """CP-time from frame scores (values (n,)), CP-time&space from patch scores (values (n, P)); `radius`:
         frames matched within this many steps of t also inform mean(t) and modulation(t)."""
         if len(width) < min_calibration_episodes(alpha):
@@ -201,7 +202,7 @@ class ConformalBand:
         return out
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ConformalBand":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ConformalBand:
         return cls(
             arrays["mean"], arrays["modulation"], float(arrays["h"]), int(arrays["exceed"]), arrays.get("mask")
         )
@@ -224,7 +225,7 @@ class GaussianBand:
     @classmethod
     def fit(
         cls, episodes: Sequence[Scores], steps: int, z: float = 3.0, std_floor: float = 0.1, radius: int = 0
-    ) -> "GaussianBand":
+    ) -> GaussianBand:
         mean = _per_step(episodes, steps, "mean", radius)
         variance = _per_step([(t, (v - mean[t]) ** 2) for t, v in episodes], steps, "mean", radius)
         std = np.sqrt(variance)
@@ -234,5 +235,5 @@ class GaussianBand:
         return {"mean": self.mean, "std": self.std, "z": np.array(self.z)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "GaussianBand":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> GaussianBand:
         return cls(arrays["mean"], arrays["std"], float(arrays["z"]))

@@ -40,8 +40,21 @@ from monitor.dataset import simfails_path
 from monitor.dataset_kinds import require_dataset
 from monitor.metrics import auroc, f1_optimal, rates
 from monitor.scoring import (
-    FIDEL_THRESHOLDS, LABELS, METHODS, CachedEncoder, Scored, SimFailsSplit, Timer, episode_group, fit_monitor,
-    flagged_examples, monitor_failures, primary_thresholding, reference_frames, score_split, trained_verdicts,
+    FIDEL_THRESHOLDS,
+    LABELS,
+    METHODS,
+    CachedEncoder,
+    Scored,
+    SimFailsSplit,
+    Timer,
+    episode_group,
+    fit_monitor,
+    flagged_examples,
+    monitor_failures,
+    primary_thresholding,
+    reference_frames,
+    score_split,
+    trained_verdicts,
 )  # fmt: skip
 
 FILTERS = ("none", "trained", "vlm")

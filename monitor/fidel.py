@@ -154,7 +154,7 @@ class FidelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FidelConfig":
+    def from_dict(cls, data: dict) -> FidelConfig:
         return config_from_dict(cls, data)
 
 
@@ -188,7 +188,7 @@ class FidelMonitor:
         """torch threads during `step()` (None: the caller's setting)."""
         self.frame_shape = tuple(memory.reference_frames.shape[1:])
         cost = PatchCost(memory.mean, memory.std, config.ot.position_weight)
-        self.scorer = OTScorer(cost, config.ot, prior, config.window, **config.scorer_options())
+        self.scorer = OTScorer(cost, config.ot, prior, window=config.window, **config.scorer_options())
         if config.frame_score == "band":
             self.scorer.normaliser = bands["time_space"]
 
@@ -202,7 +202,7 @@ class FidelMonitor:
         nominal_episodes: Sequence[np.ndarray],
         config: FidelConfig = FidelConfig(),
         semantic_filter: SemanticFilter | None = None,
-    ) -> "FidelMonitor":
+    ) -> FidelMonitor:
         """Fits on nominal camera streams, each (T_i, H, W, 3) uint8, e.g. `Episode.frames` of successful rollouts."""
         from envs.tasks import get_task
 
@@ -223,7 +223,7 @@ class FidelMonitor:
         )
         cost = PatchCost(memory.mean, memory.std, config.ot.position_weight)
         prior = prior_potentials(cost, memory.mean, config.ot)
-        scorer = OTScorer(cost, config.ot, prior, config.window, **config.scorer_options())
+        scorer = OTScorer(cost, config.ot, prior, window=config.window, **config.scorer_options())
         replays = {i: _replay(scorer, features[i]) for i in split.centre + split.width}
 
         def scores(indices: tuple[int, ...], values: str) -> list[Scores]:
@@ -338,7 +338,7 @@ class FidelMonitor:
         task: str | None = None,
         encoder: EncoderConfig | None = None,
         semantic_filter: SemanticFilter | None = None,
-    ) -> "FidelMonitor":
+    ) -> FidelMonitor:
         """Loads a saved monitor; `task` / `encoder`, when given, must be what it was fitted for."""
         path = Path(path)
         if not (path / "monitor.json").is_file():

@@ -58,7 +58,7 @@ class Memory:
     @classmethod
     def fit(
         cls, features: Sequence[torch.Tensor], frames: Sequence[np.ndarray], config: MemoryConfig = MemoryConfig()
-    ) -> "Memory":
+    ) -> Memory:
         """From per-episode patch features (T_i, P, F) and the matching frames (T_i, H, W, 3)."""
         if len(features) < 2:
             raise ValueError(f"the memory needs at least 2 nominal episodes to estimate σ, got {len(features)}")
@@ -82,7 +82,7 @@ class Memory:
         return {"mean": self.mean, "std": self.std, "reference_frames": torch.from_numpy(self.reference_frames)}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "Memory":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> Memory:
         return cls(
             mean=tensors["mean"], std=tensors["std"], reference_frames=tensors["reference_frames"].numpy()
         )

@@ -222,6 +222,7 @@ class OTScorer:
         cost: PatchCost,
         config: OTConfig,
         prior: torch.Tensor,
+        *,
         window: int | None,
         frame_score: str = "transport",
         top_k: int = 1,

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 
 from monitor.baselines import (
-    AutoencoderConfig, AutoencoderMonitor, Calibration, PadimConfig, PadimMonitor, PatchCoreConfig, PatchCoreMonitor,
+    AutoencoderConfig,
+    AutoencoderMonitor,
+    Calibration,
+    PadimConfig,
+    PadimMonitor,
+    PatchCoreConfig,
+    PatchCoreMonitor,
 )  # fmt: skip
 from monitor.dataset import FAILURE_EVENTS, NON_VISUAL_FAMILIES, read_split
 from monitor.fidel import FidelConfig, FidelMonitor, torch_threads

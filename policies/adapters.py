@@ -35,7 +35,7 @@ class TorchScriptPolicy:
         self.module, self.task, self.obs_keys, self.action_dim = module.eval(), task, obs_keys, action_dim
 
     @classmethod
-    def load(cls, path: str | Path, task: TaskSpec | None = None) -> "TorchScriptPolicy":
+    def load(cls, path: str | Path, task: TaskSpec | None = None) -> TorchScriptPolicy:
         path = Path(path)
         spec_path = path.with_suffix(".json")
         if not path.is_file():

@@ -49,7 +49,7 @@ class BCPolicy:
         self.hidden: torch.Tensor | None = None
 
     @classmethod
-    def load(cls, path: str | Path) -> "BCPolicy":
+    def load(cls, path: str | Path) -> BCPolicy:
         return cls(load_checkpoint(path))
 
     def reset(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,6 +64,17 @@ def wrap(angle: float, period: float) -> float:
     return float((angle + period / 2) % period - period / 2)
 
 
+class _State(NamedTuple):
+    """What one step of the expert reads from the observation."""
+
+    obs: Mapping[str, np.ndarray]
+    eef: np.ndarray
+    eef_yaw: float
+    obj: np.ndarray
+    yaw_target: float
+    grasp_point: np.ndarray
+
+
 class ScriptedExpert:
     """Privileged-state expert for one task (reads object poses from the observation)."""
 
@@ -115,37 +127,48 @@ class ScriptedExpert:
         else:
             yaw_target = eef_yaw + wrap(obj_yaw + self.yaw_offset - eef_yaw, plan.yaw_symmetry)
         self.phase_steps += 1
-        grasp_point = obj + [0.0, 0.0, plan.grasp_height]
+        state = _State(obs=obs, eef=eef, eef_yaw=eef_yaw, obj=obj, yaw_target=yaw_target,
+                       grasp_point=obj + [0.0, 0.0, plan.grasp_height])  # fmt: skip
+        if self.phase in ("approach", "descend", "close", "lift"):
+            return getattr(self, f"_{self.phase}")(state)
+        return self._place(state)
 
-        if self.phase == "approach":
-            target = grasp_point + [0.0, 0.0, plan.hover]
-            err = target - eef
-            if np.linalg.norm(err[:2]) < 0.01 and abs(err[2]) < 0.02 and abs(yaw_target - eef_yaw) < 0.08:
-                self._goto("descend")
-            return self._action(eef, eef_yaw, target, yaw_target, -1.0)
-        if self.phase == "descend":
-            if np.linalg.norm(grasp_point - eef) < plan.grasp_tolerance or self.phase_steps > 40:
-                self.grasp_pos, self.grasp_yaw = grasp_point.copy(), yaw_target
-                self._goto("close")
-            return self._action(eef, eef_yaw, grasp_point, yaw_target, -1.0)
-        if self.phase == "close":
-            if self.phase_steps > 6:
-                self._goto("lift")
-            return self._action(eef, eef_yaw, self.grasp_pos, self.grasp_yaw, 1.0)
-        if self.phase == "lift":
-            target = self.grasp_pos + [0.0, 0.0, plan.lift]
-            # A missed grasp shows as the object staying behind while the hand rises: try again.
-            if eef[2] - obj[2] > 0.06:
-                self._goto("approach")
-                return self._action(eef, eef_yaw, eef + [0, 0, 0.02], eef_yaw, -1.0)
-            if plan.place_xy is None and plan.place_key is None:
-                return self._action(eef, eef_yaw, target, self.grasp_yaw, 1.0)
-            if abs(target[2] - eef[2]) < 0.02:
-                self._goto("carry")
-            return self._action(eef, eef_yaw, target, self.grasp_yaw, 1.0)
+    def _approach(self, s: _State) -> np.ndarray:
+        target = s.grasp_point + [0.0, 0.0, self.plan.hover]
+        err = target - s.eef
+        if np.linalg.norm(err[:2]) < 0.01 and abs(err[2]) < 0.02 and abs(s.yaw_target - s.eef_yaw) < 0.08:
+            self._goto("descend")
+        return self._action(s.eef, s.eef_yaw, target, s.yaw_target, -1.0)
 
-        place = self._place_point(obs)
-        carry_z = self.grasp_pos[2] + plan.lift
+    def _descend(self, s: _State) -> np.ndarray:
+        if np.linalg.norm(s.grasp_point - s.eef) < self.plan.grasp_tolerance or self.phase_steps > 40:
+            self.grasp_pos, self.grasp_yaw = s.grasp_point.copy(), s.yaw_target
+            self._goto("close")
+        return self._action(s.eef, s.eef_yaw, s.grasp_point, s.yaw_target, -1.0)
+
+    def _close(self, s: _State) -> np.ndarray:
+        if self.phase_steps > 6:
+            self._goto("lift")
+        return self._action(s.eef, s.eef_yaw, self.grasp_pos, self.grasp_yaw, 1.0)
+
+    def _lift(self, s: _State) -> np.ndarray:
+        plan, eef = self.plan, s.eef
+        target = self.grasp_pos + [0.0, 0.0, plan.lift]
+        # A missed grasp shows as the object staying behind while the hand rises: try again.
+        if eef[2] - s.obj[2] > 0.06:
+            self._goto("approach")
+            return self._action(eef, s.eef_yaw, eef + [0, 0, 0.02], s.eef_yaw, -1.0)
+        if plan.place_xy is None and plan.place_key is None:
+            return self._action(eef, s.eef_yaw, target, self.grasp_yaw, 1.0)
+        if abs(target[2] - eef[2]) < 0.02:
+            self._goto("carry")
+        return self._action(eef, s.eef_yaw, target, self.grasp_yaw, 1.0)
+
+    def _place(self, s: _State) -> np.ndarray:
+        """carry → lower → release → retreat, for tasks that put the object somewhere."""
+        eef, eef_yaw = s.eef, s.eef_yaw
+        place = self._place_point(s.obs)
+        carry_z = self.grasp_pos[2] + self.plan.lift
         if self.phase == "carry":
             target = np.array([place[0], place[1], max(carry_z, place[2] + 0.05)])
             if np.linalg.norm((target - eef)[:2]) < 0.01:

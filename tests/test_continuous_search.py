@@ -6,6 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_embeddings import (
+    FAILING,
+    PASSING,
+    colour_features,
+    hashed_text,
+    known_embeddings,
+    separable_rows,
+    write_dataset,
+)  # fmt: skip
 from gymnasium.utils.env_checker import check_env
 from hydra import compose, initialize_config_module
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -15,9 +24,6 @@ from diagnosis.continuous_search import ContinuousSearch, PolicySpace, density_s
 from diagnosis.embed import EmbedConfig, train_embedding
 from diagnosis.rank_unseen import main as rank_unseen_main
 from diagnosis.search import main_continuous
-from fake_embeddings import (
-    FAILING, PASSING, colour_features, hashed_text, known_embeddings, separable_rows, write_dataset,
-)  # fmt: skip
 
 torch.set_num_threads(1)
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from fake_embeddings import FAILING, PASSING, colour_features, hashed_text, separable_rows, write_dataset
 
 from diagnosis.embed import EmbedConfig, TrainedEmbedding, load_rollouts, main, split, train_embedding
 from diagnosis.embedding import EmbeddingConfig, EmbeddingLoss, FailureEmbedding, contrastive_loss
-from fake_embeddings import FAILING, PASSING, colour_features, hashed_text, separable_rows, write_dataset
 
 torch.set_num_threads(1)
 

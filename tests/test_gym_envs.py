@@ -1,19 +1,18 @@
+import dataclasses
 import subprocess
 import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from fake_embeddings import known_embeddings
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-import dataclasses
 
 import diagnosis  # noqa: F401  (registers the search ids)
 import envs  # noqa: F401  (registers the task ids)
 from envs.perturbations import task_perturbations
 from envs.tasks import get_task
-from fake_embeddings import known_embeddings
 from policies.scripted import ScriptedExpert
 
 FAILSCOPE_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("failscope/"))
@@ -51,7 +50,7 @@ def test_perturbed_task_steps_until_truncation():
     obs, info = env.reset(seed=0)
     assert info["perturbations"] == ["cube_color_blue"]
     assert obs["agentview_image"].shape == (84, 84, 3)
-    for t in range(1000):
+    for t in range(1000):  # noqa: B007 (t is checked after the loop)
         obs, reward, terminated, truncated, info = env.step(np.zeros(7, dtype=np.float32))
         if terminated or truncated:
             break

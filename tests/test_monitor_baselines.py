@@ -4,6 +4,7 @@ Monitor protocol, score anomalous frames above nominal ones, and calibrate their
 import numpy as np
 import pytest
 import torch
+from synthetic_streams import anomalous, stream
 
 from monitor.base import Monitor, MonitorOutput
 from monitor.baselines import (
@@ -19,7 +20,6 @@ from monitor.baselines import (
 from monitor.baselines.padim import ledoit_wolf
 from monitor.baselines.patchcore import greedy_coreset
 from monitor.encoders import PatchEncoder
-from synthetic_streams import anomalous, stream
 
 CALIBRATION = Calibration(alpha=0.3)  # 8 episodes: 3 to learn from, 5 to calibrate (as FIDeL's tests split them)
 

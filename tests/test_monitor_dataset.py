@@ -7,10 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
+from envs.hdf5 import EpisodeWriter
 from envs.perturbations import task_perturbations
 from envs.rollout import Episode
 from envs.tasks import get_task
-from envs.hdf5 import EpisodeWriter
 from monitor.dataset import DatasetConfig, Job, frame_labels, main, plan, read_split, write_masks, written_jobs
 
 LIFT = get_task("lift")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from synthetic_streams import anomalous, stream
 
 from monitor.base import Monitor, MonitorOutput, summarize
 from monitor.encoders import EncoderConfig
 from monitor.fidel import FidelConfig, FidelMonitor
-from synthetic_streams import anomalous, stream
 
 CONFIG = FidelConfig(alpha=0.3)  # 8 episodes: 3 memory, 2 E_A, 3 E_B
 

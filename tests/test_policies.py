@@ -204,8 +204,8 @@ def test_a_callable_spec_that_is_not_a_policy_fails_at_load(spec, message):
 
 
 def test_a_real_callable_policy_passes_the_load_check():
-    from policies.adapters import dummy_observation, obs_shape
     from envs.tasks import get_task
+    from policies.adapters import dummy_observation, obs_shape
 
     policy, task = load_policy("fake_policies:BlueAverse", "lift")
     assert task.name == "lift" and policy.phase == "approach"  # reset after the test action

@@ -6,9 +6,9 @@ import matplotlib.pyplot as plt
 import pytest
 from rich.console import Console
 
+from diagnosis.printout import monitor_lines
 from diagnosis.progress import SearchProgress, clock
 from diagnosis.report import RADAR_LABELS, monitor_caption, radar_plot
-from diagnosis.printout import monitor_lines
 
 
 def test_progress_off_a_terminal_prints_plain_lines_every_n_rollouts():

@@ -3,11 +3,11 @@ import dataclasses
 import gymnasium as gym
 import numpy as np
 import pytest
+from fake_policies import BlueAverse
 
 from diagnosis.search_env import FailureSearchEnv, SearchRewards
 from envs.perturbations import task_perturbations
 from envs.tasks import get_task
-from fake_policies import BlueAverse
 
 TASK = dataclasses.replace(get_task("lift"), horizon=40)
 CANDIDATES = ["table_color_blue", "cube_color_red", "cube_color_green", "cube_heavy"]

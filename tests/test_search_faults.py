@@ -14,11 +14,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_search_cli import TINY, config
 
 from diagnosis.bandits import UniformAllocation
 from diagnosis.dataset import read_rollouts
 from diagnosis.search import load_resumed, prepare, run_search
-from test_search_cli import TINY, config
 
 ROOT = Path(__file__).parent.parent
 INTERRUPTING = "policy.name=tests.fake_policies:SelfInterrupting"

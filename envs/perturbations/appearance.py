@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from envs.scene import Scene
 
 
-def _paint(scene: "Scene", geoms: np.ndarray, rgba: tuple[float, ...]) -> None:
+def _paint(scene: Scene, geoms: np.ndarray, rgba: tuple[float, ...]) -> None:
     # A geom with a material shows the material's colour and texture; drop it so the rgba shows.
     scene.model.geom_matid[geoms] = -1
     scene.model.geom_rgba[geoms] = rgba
@@ -34,7 +34,7 @@ class _Recolor(Perturbation):
 class ObjectColor(_Recolor):
     family = "object_color"
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         _paint(scene, scene.geoms_of(scene.task.objects[self.target], visual=True), self.rgba)
 
 
@@ -43,7 +43,7 @@ class ObjectColor(_Recolor):
 class TableColor(_Recolor):
     family = "table_color"
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         for body in scene.task.surface_bodies:
             _paint(scene, scene.geoms_of(body, visual=True), self.rgba)
 
@@ -53,7 +53,7 @@ class TableColor(_Recolor):
 class RobotColor(_Recolor):
     family = "robot_color"
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         _paint(scene, scene.robot_visual_geoms(), self.rgba)
 
 
@@ -69,7 +69,7 @@ class LightColor(Perturbation):
         check_length("rgb", self.rgb, 3)
         check_range("rgb", self.rgb, 0.0, 1.0)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         brightness = scene.model.light_diffuse.max(axis=1, keepdims=True)
         scene.model.light_diffuse[:] = brightness * np.asarray(self.rgb)
 
@@ -91,7 +91,7 @@ class LightIntensity(Perturbation):
             if np.linalg.norm(np.asarray(self.direction, dtype=float)) == 0:
                 raise ValueError("direction must be a non-zero vector")
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         model = scene.model
         model.light_diffuse[:] = np.clip(model.light_diffuse * self.scale, 0.0, 1.0)
         model.light_specular[:] = np.clip(model.light_specular * self.scale, 0.0, 1.0)
@@ -114,7 +114,7 @@ class CameraPose(Perturbation):
         check_range("offset", self.offset, -0.5, 0.5)
         check_range("rotation_deg", self.rotation_deg, -45.0, 45.0)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         cam = scene.camera_id()
         model = scene.model
         body_rot = np.empty(9)

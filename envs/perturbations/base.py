@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from envs.scene import Scene
     from envs.tasks import TaskSpec
 
-FAMILIES: dict[str, type["Perturbation"]] = {}
+FAMILIES: dict[str, type[Perturbation]] = {}
 
 COLORS: dict[str, tuple[float, float, float, float]] = {
     "red": (0.8, 0.1, 0.1, 1.0),
@@ -34,7 +34,7 @@ COLORS: dict[str, tuple[float, float, float, float]] = {
 }
 
 
-def register_family(cls: type["Perturbation"]) -> type["Perturbation"]:
+def register_family(cls: type[Perturbation]) -> type[Perturbation]:
     """Class decorator: adds a perturbation family to FAMILIES under `cls.family`."""
     if cls.family in FAMILIES:
         raise ValueError(f"perturbation family {cls.family!r} registered twice")
@@ -42,7 +42,7 @@ def register_family(cls: type["Perturbation"]) -> type["Perturbation"]:
     return cls
 
 
-def get_family(name: str) -> type["Perturbation"]:
+def get_family(name: str) -> type[Perturbation]:
     try:
         return FAMILIES[name]
     except KeyError:
@@ -134,7 +134,7 @@ class Perturbation:
     def check_params(self) -> None:
         """Raises ValueError for out-of-range parameters."""
 
-    def check_task(self, task: "TaskSpec") -> None:
+    def check_task(self, task: TaskSpec) -> None:
         """Raises ValueError when this perturbation cannot act on the task."""
         if self.at_step is not None and self.at_step >= task.horizon:
             raise ValueError(
@@ -150,7 +150,7 @@ class Perturbation:
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     # ----------------------------------------------------------------------------------------------- hooks
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         """Edits the live model/state once (at reset or at `at_step`)."""
 
     def act(self, action: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:

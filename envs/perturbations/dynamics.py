@@ -24,7 +24,7 @@ class ObjectMass(Perturbation):
     def check_params(self) -> None:
         check_range("scale", [self.scale], 0.0, 100.0, positive=True)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         body = scene.body_id(scene.task.objects[self.target])
         scene.model.body_mass[body] *= self.scale
         scene.model.body_inertia[body] *= self.scale
@@ -41,6 +41,6 @@ class Friction(Perturbation):
     def check_params(self) -> None:
         check_range("scale", [self.scale], 0.0, 100.0, positive=True)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         geoms = scene.geoms_of(scene.task.objects[self.target], visual=False)
         scene.model.geom_friction[geoms, 0] *= self.scale

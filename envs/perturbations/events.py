@@ -31,7 +31,7 @@ class ObjectNudge(_Event):
         check_length("velocity", self.velocity, 3)
         check_range("velocity", self.velocity, -3.0, 3.0)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         qvel = free_joint_qvel(scene, scene.task.objects[self.target])
         scene.data.qvel[qvel.start : qvel.start + 3] += self.velocity
 
@@ -48,7 +48,7 @@ class ObjectTeleport(_Event):
         check_length("offset", self.offset, 2)
         check_range("offset", self.offset, -0.3, 0.3)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         body_name = scene.task.objects[self.target]
         qpos, qvel = free_joint_qpos(scene, body_name), free_joint_qvel(scene, body_name)
         scene.data.qpos[qpos.start : qpos.start + 2] += self.offset

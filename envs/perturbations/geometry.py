@@ -43,7 +43,7 @@ class ObjectSize(Perturbation):
         check_length("half_size", self.half_size, 3)
         check_range("half_size", self.half_size, 0.0, self.MAX_HALF_SIZE, positive=True)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         model = scene.model
         body_name = scene.task.objects[self.target]
         geoms = scene.geoms_of(body_name)
@@ -81,12 +81,12 @@ class TableSize(Perturbation):
         check_length("full_size", self.full_size, 3)
         check_range("full_size", self.full_size, 0.0, 3.0, positive=True)
 
-    def check_task(self, task: "TaskSpec") -> None:
+    def check_task(self, task: TaskSpec) -> None:
         super().check_task(task)
         if task.surface_bodies != ("table",):
             raise ValueError(f"table_size needs a task on a table; {task.name!r} uses {task.surface_bodies}")
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         model = scene.model
         table = scene.body_id("table")
         slabs = [g for g in scene.geoms_of("table") if model.geom_type[g] == mujoco.mjtGeom.mjGEOM_BOX]

@@ -14,14 +14,14 @@ if TYPE_CHECKING:
     from envs.scene import Scene
 
 
-def free_joint_qpos(scene: "Scene", body_name: str) -> slice:
+def free_joint_qpos(scene: Scene, body_name: str) -> slice:
     """The 7 qpos entries (position, quaternion) of a body's free joint."""
     model = scene.model
     start = model.jnt_qposadr[model.body_jntadr[scene.body_id(body_name)]]
     return slice(start, start + 7)
 
 
-def free_joint_qvel(scene: "Scene", body_name: str) -> slice:
+def free_joint_qvel(scene: Scene, body_name: str) -> slice:
     model = scene.model
     start = model.jnt_dofadr[model.body_jntadr[scene.body_id(body_name)]]
     return slice(start, start + 6)
@@ -40,7 +40,7 @@ class InitOffset(Perturbation):
         check_length("offset", self.offset, 2)
         check_range("offset", self.offset, -0.25, 0.25)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         qpos = free_joint_qpos(scene, scene.task.objects[self.target])
         scene.data.qpos[qpos.start : qpos.start + 2] += self.offset
 
@@ -66,7 +66,7 @@ class Distractor(Perturbation):
         check_length("offset", self.offset, 2)
         check_range("offset", self.offset, -0.4, 0.4)
 
-    def apply(self, scene: "Scene", rng: np.random.Generator) -> None:
+    def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         model, data = scene.model, scene.data
         body = scene.body_id(distractor_body(self.shape))
         geoms = scene.geoms_of(distractor_body(self.shape))

@@ -107,7 +107,7 @@ class AutoencoderScorer:
         return dict(self.model.state_dict())
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: AutoencoderConfig) -> "AutoencoderScorer":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: AutoencoderConfig) -> AutoencoderScorer:
         model = ConvAutoencoder(config.image_size, config.width, config.latent)
         model.load_state_dict(tensors)
         return cls(model.eval(), config)
@@ -132,7 +132,7 @@ class AutoencoderMonitor(ThresholdMonitor):
         nominal_episodes: Sequence[np.ndarray],
         config: AutoencoderConfig = AutoencoderConfig(),
         semantic_filter: SemanticFilter | None = None,
-    ) -> "AutoencoderMonitor":
+    ) -> AutoencoderMonitor:
         """Trains on the learning episodes' frames (T_i, H, W, 3) uint8 and calibrates on the others."""
 
         def build(learn: list[int]) -> AutoencoderScorer:

@@ -159,10 +159,11 @@ class ThresholdMonitor:
         nominal_episodes: Sequence[np.ndarray],
         config: Any,
         build: Callable[[list[int]], FrameScorer],
+        *,
         uses_time: bool = False,
         semantic_filter: SemanticFilter | None = None,
         score_nominal: Callable[[FrameScorer, int], np.ndarray] | None = None,
-    ) -> "ThresholdMonitor":
+    ) -> ThresholdMonitor:
         """Splits the episodes as `config.calibration` says, builds the scorer from the learning episodes' indices,
         calibrates the threshold on the others (`score_nominal(scorer, i)`: episode i's frame scores, when they can
         be had faster than from its frames, e.g. from features already computed)."""
@@ -256,7 +257,7 @@ class ThresholdMonitor:
     @classmethod
     def load(
         cls, path: str | Path, task: str | None = None, semantic_filter: SemanticFilter | None = None
-    ) -> "ThresholdMonitor":
+    ) -> ThresholdMonitor:
         """A saved baseline (of the kind saved there; called on a subclass, only that kind); `task`, when given,
         must be the one it was fitted for."""
         path = Path(path)

@@ -78,7 +78,7 @@ class PadimScorer:
         self.grid = encoder.config.grid
 
     @classmethod
-    def fit(cls, encoder: PatchEncoder, features: Sequence[torch.Tensor], config: PadimConfig) -> "PadimScorer":
+    def fit(cls, encoder: PatchEncoder, features: Sequence[torch.Tensor], config: PadimConfig) -> PadimScorer:
         everything = torch.cat(list(features)).double()
         floor = config.sigma_floor * everything.flatten(0, 1).std(0)  # (F,)
         if config.time == "global":
@@ -105,7 +105,7 @@ class PadimScorer:
         return {k: v for k, v in learned.items() if v is not None}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: PadimConfig) -> "PadimScorer":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: PadimConfig) -> PadimScorer:
         return cls(PatchEncoder(config.encoder), tensors["mean"], tensors.get("precision"), tensors.get("std"))
 
     def score_features(self, features: torch.Tensor, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +138,7 @@ class PadimMonitor(ThresholdMonitor):
         encoder: PatchEncoder | None = None,
         features: Sequence[torch.Tensor] | None = None,
         semantic_filter: SemanticFilter | None = None,
-    ) -> "PadimMonitor":
+    ) -> PadimMonitor:
         """Fits on nominal camera streams (T_i, H, W, 3) uint8; `encoder` / `features` (per episode, (T_i, P, F))
         may be passed to share them with other monitors."""
         encoder = encoder or PatchEncoder(config.encoder)

@@ -64,7 +64,7 @@ class PatchCoreScorer:
         self._bank_squared = (bank * bank).sum(1)
 
     @classmethod
-    def fit(cls, encoder: PatchEncoder, features: Sequence[torch.Tensor], config: PatchCoreConfig) -> "PatchCoreScorer":
+    def fit(cls, encoder: PatchEncoder, features: Sequence[torch.Tensor], config: PatchCoreConfig) -> PatchCoreScorer:
         patches = torch.cat([f.reshape(-1, f.shape[-1]) for f in features]).float()
         size = max(1, round(config.bank_fraction * len(patches)))
         if config.sampling == "coreset":
@@ -79,7 +79,7 @@ class PatchCoreScorer:
         return {"bank": self.bank}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: PatchCoreConfig) -> "PatchCoreScorer":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: PatchCoreConfig) -> PatchCoreScorer:
         return cls(PatchEncoder(config.encoder), tensors["bank"])
 
     def score_features(self, features: torch.Tensor, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +110,7 @@ class PatchCoreMonitor(ThresholdMonitor):
         encoder: PatchEncoder | None = None,
         features: Sequence[torch.Tensor] | None = None,
         semantic_filter: SemanticFilter | None = None,
-    ) -> "PatchCoreMonitor":
+    ) -> PatchCoreMonitor:
         """Fits on nominal camera streams (T_i, H, W, 3) uint8; `encoder` / `features` (per episode, (T_i, P, F))
         may be passed to share them with other monitors."""
         encoder = encoder or PatchEncoder(config.encoder)
