@@ -5,6 +5,7 @@ from gymnasium.envs.registration import register
 register(id="failscope/Lift-Search-v0", entry_point="diagnosis.search_env:FailureSearchEnv", kwargs={"task": "lift"})
 register(id="failscope/Can-Search-v0", entry_point="diagnosis.search_env:FailureSearchEnv", kwargs={"task": "can"})
 register(
-    id="failscope/Lift-ContinuousSearch-v0", entry_point="diagnosis.continuous_env:ContinuousSearchEnv",
+    id="failscope/Lift-ContinuousSearch-v0",
+    entry_point="diagnosis.continuous_env:ContinuousSearchEnv",
     kwargs={"task": "lift"},
 )

@@ -80,4 +80,8 @@ class ThompsonSampling(Bandit):
         return draws.argmax(axis=1)
 
 
-BANDITS: dict[str, type[Bandit]] = {"uniform": UniformAllocation, "random": RandomAllocation, "thompson": ThompsonSampling}
+BANDITS: dict[str, type[Bandit]] = {
+    "uniform": UniformAllocation,
+    "random": RandomAllocation,
+    "thompson": ThompsonSampling,
+}

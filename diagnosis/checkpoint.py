@@ -65,7 +65,9 @@ def check_resumable(run_dir: Path, method: str, method_files: Sequence[str]) -> 
     folder = run_dir / CHECKPOINT
     if not (folder / "meta.json").is_file():
         if state.get("checkpoint_rollouts", 0):
-            raise ValueError(f"search.resume={run_dir}: {CHECKPOINT}/ is missing; the run cannot continue, start a new run")
+            raise ValueError(
+                f"search.resume={run_dir}: {CHECKPOINT}/ is missing; the run cannot continue, start a new run"
+            )
         return 0  # stopped before its first checkpoint: it starts over, and its recorded rollouts run again
     try:
         meta = json.loads((folder / "meta.json").read_text())

@@ -170,11 +170,14 @@ class ContinuousSearchEnv(gym.Env):
         self.steps += 1
         truncated = not failed and self.steps >= self.rewards.horizon
         info = {
-            "row": row, "perturbations": list(matched), "failed": failed, "distance": distance, "penalty": penalty,
+            "row": row,
+            "perturbations": list(matched),
+            "failed": failed,
+            "distance": distance,
+            "penalty": penalty,
             "repeats": self.repeats,
         }
         return self._observation(), float(reward), failed, truncated, info
 
     def _observation(self) -> np.ndarray:
         return np.zeros(1, dtype=np.float32)
-

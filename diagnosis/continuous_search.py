@@ -127,8 +127,14 @@ def build_agent(
     if "log_std_init" in params:
         policy_kwargs["log_std_init"] = float(params.pop("log_std_init"))
     return ALGORITHMS[algorithm](
-        "MlpPolicy", env, seed=seed, verbose=0, device="cpu", policy_kwargs=policy_kwargs,
-        tensorboard_log=str(tensorboard) if tensorboard else None, **params,
+        "MlpPolicy",
+        env,
+        seed=seed,
+        verbose=0,
+        device="cpu",
+        policy_kwargs=policy_kwargs,
+        tensorboard_log=str(tensorboard) if tensorboard else None,
+        **params,
     )
 
 
@@ -233,9 +239,7 @@ def obtain_embedding(
             )
         return trained, Path(str(source))
     overrides = OmegaConf.to_container(search.embed, resolve=True) if search.get("embed") else {}
-    config = EmbedConfig(
-        task=task, data=str(source), policy=policy, exclude=",".join(exclude), seed=seed, **overrides
-    )
+    config = EmbedConfig(task=task, data=str(source), policy=policy, exclude=",".join(exclude), seed=seed, **overrides)
     trained = train_embedding(config)
     return trained, trained.save(run_dir / "embedding")
 
@@ -289,12 +293,18 @@ def run_continuous_search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise ValueError("the known rollouts among the candidates all have one outcome: nothing to search for")
     names = [n for n in candidates if n in set(known.names())]
     rewards = ContinuousRewards(
-        float(search.c_fail), float(search.c_success), float(search.distance_weight), float(search.repeat_cost),
+        float(search.c_fail),
+        float(search.c_success),
+        float(search.distance_weight),
+        float(search.repeat_cost),
         int(search.horizon),
     )
     space = PolicySpace.of(known, int(search.components), bool(search.whiten))
     agent = build_agent(
-        str(search.algorithm), policy_env(known, rewards, space), algorithm_params(search), int(cfg.seed),
+        str(search.algorithm),
+        policy_env(known, rewards, space),
+        algorithm_params(search),
+        int(cfg.seed),
         run_dir / "tensorboard",
     )
 
@@ -320,11 +330,21 @@ def run_continuous_search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for ps, failed in zip(known.perturbations, known.failed):
         counts.add([n for n in ps if n in allowed], bool(failed))
     summary = build_summary(
-        ranking, per_name, counts, ground_truth,
-        status="interrupted" if interrupted else "complete", task=task.name, policy=policy,
-        algorithm=str(search.algorithm), embedding=embedding_dir, data_rollouts=len(known),
-        steps=int(agent.num_timesteps), failures_found=progress.failures_found, curve=progress.curve,
-        unseen=[n for n in candidates if n not in set(names)], held_out=list(cfg.task.exclude),
+        ranking,
+        per_name,
+        counts,
+        ground_truth,
+        status="interrupted" if interrupted else "complete",
+        task=task.name,
+        policy=policy,
+        algorithm=str(search.algorithm),
+        embedding=embedding_dir,
+        data_rollouts=len(known),
+        steps=int(agent.num_timesteps),
+        failures_found=progress.failures_found,
+        curve=progress.curve,
+        unseen=[n for n in candidates if n not in set(names)],
+        held_out=list(cfg.task.exclude),
         wall_time_s=time.perf_counter() - started,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
@@ -335,9 +355,24 @@ def run_continuous_search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def build_summary(
-    ranking: Ranking, log_densities: np.ndarray, counts, ground_truth: GroundTruth | None, *, status: str, task: str,
-    policy: str, algorithm: str, embedding: Path, data_rollouts: int, steps: int, failures_found: int,
-    curve: list[dict[str, float]], unseen: list[str], held_out: list[str], wall_time_s: float, config: dict[str, Any],
+    ranking: Ranking,
+    log_densities: np.ndarray,
+    counts,
+    ground_truth: GroundTruth | None,
+    *,
+    status: str,
+    task: str,
+    policy: str,
+    algorithm: str,
+    embedding: Path,
+    data_rollouts: int,
+    steps: int,
+    failures_found: int,
+    curve: list[dict[str, float]],
+    unseen: list[str],
+    held_out: list[str],
+    wall_time_s: float,
+    config: dict[str, Any],
 ) -> dict[str, Any]:
     """summary.json in the discrete search's shape. `budget.rollouts_done` is the rollouts the embedding's known
     set holds — the continuous search runs none itself; its own budget is `budget.search_steps`. `unseen`: candidates
@@ -351,11 +386,20 @@ def build_summary(
         if ground_truth is not None and name in ground_truth.entries:
             row["ground_truth_success"] = ground_truth.entries[name].success_rate
     return {
-        "status": status, "task": task, "policy": policy, "method": "continuous", "algorithm": algorithm,
+        "status": status,
+        "task": task,
+        "policy": policy,
+        "method": "continuous",
+        "algorithm": algorithm,
         "embedding": str(embedding),
         "budget": {"total_rollouts": data_rollouts, "rollouts_done": data_rollouts, "n_envs": 1, "search_steps": steps},
-        "wall_time_s": round(wall_time_s, 1), "failures_found": failures_found, "ranking": rows,
+        "wall_time_s": round(wall_time_s, 1),
+        "failures_found": failures_found,
+        "ranking": rows,
         "metrics": ranking.metrics(),
         "ground_truth": {"path": str(ground_truth.path), **compare(ranking, ground_truth)} if ground_truth else None,
-        "curve": curve, "unseen": unseen, "held_out": held_out, "config": config,
+        "curve": curve,
+        "unseen": unseen,
+        "held_out": held_out,
+        "config": config,
     }

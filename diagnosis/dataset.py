@@ -66,8 +66,11 @@ class FailureDatasetWriter:
 
     def write(self, info: dict[str, Any], search_step: int) -> str:
         attrs = {
-            "failed": bool(info["failed"]), "sim_failure": bool(info["sim_failure"]), "search_step": search_step,
-            "depth": int(info["depth"]), "monitor": json.dumps(info["monitor"]),
+            "failed": bool(info["failed"]),
+            "sim_failure": bool(info["sim_failure"]),
+            "search_step": search_step,
+            "depth": int(info["depth"]),
+            "monitor": json.dumps(info["monitor"]),
         }
         with deferred_interrupt():
             name = self.writer.write(info["rollout"], extras=monitor_labels(info["rollout"]), attrs=attrs)
@@ -84,12 +87,19 @@ def read_rollouts(path: str | Path) -> list[dict[str, Any]]:
     with h5py.File(path, "r") as file:
         for name in demo_names(file):
             attrs = file["data"][name].attrs
-            rows.append({
-                "demo": name, "seed": int(attrs["seed"]), "outcome": str(attrs["outcome"]),
-                "perturbations": json.loads(attrs["perturbations"]), "failed": bool(attrs["failed"]),
-                "length": int(attrs["num_samples"]), "search_step": int(attrs["search_step"]),
-                "sim_failure": bool(attrs["sim_failure"]), "monitor": json.loads(attrs["monitor"]),
-            })
+            rows.append(
+                {
+                    "demo": name,
+                    "seed": int(attrs["seed"]),
+                    "outcome": str(attrs["outcome"]),
+                    "perturbations": json.loads(attrs["perturbations"]),
+                    "failed": bool(attrs["failed"]),
+                    "length": int(attrs["num_samples"]),
+                    "search_step": int(attrs["search_step"]),
+                    "sim_failure": bool(attrs["sim_failure"]),
+                    "monitor": json.loads(attrs["monitor"]),
+                }
+            )
     return rows
 
 

@@ -152,7 +152,11 @@ def dataset_file(path: str | Path, task: str = "<task>", policy: str = "") -> Pa
         raise FileNotFoundError(f"{path}: no failure dataset there (a failures.hdf5 file or a search run directory)")
     run = file.parent
     state = run / "state.json"
-    if not (run / "summary.json").exists() and state.exists() and json.loads(state.read_text()).get("status") == "running":
+    if (
+        not (run / "summary.json").exists()
+        and state.exists()
+        and json.loads(state.read_text()).get("status") == "running"
+    ):
         raise ValueError(f"the search in {run} has not finished (state.json says running); use a finished run")
     require_dataset(file, "search", task, policy or "<policy>")
     return file
@@ -207,12 +211,19 @@ def select_frames(length: int, frames: str, mean_frames: int) -> np.ndarray:
 
 def cache_path(cache: Path, file: Path, encoder: str, frames: str, mean_frames: int) -> Path:
     stat = file.stat()
-    key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{encoder}|{frames}|{mean_frames if frames == 'mean' else 1}"
+    averaged = mean_frames if frames == "mean" else 1
+    key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{encoder}|{frames}|{averaged}"
     return cache / f"{file.parent.name}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
 
 def file_image_features(
-    file: Path, task: str, encoder: ImageFeatures, *, encoder_name: str, frames: str, mean_frames: int,
+    file: Path,
+    task: str,
+    encoder: ImageFeatures,
+    *,
+    encoder_name: str,
+    frames: str,
+    mean_frames: int,
     cache: Path | None,
 ) -> dict[str, np.ndarray]:
     """Image features of every rollout in one data file, by demo name; read from the cache when it has them."""
@@ -239,13 +250,24 @@ def file_image_features(
 
 
 def rollout_image_features(
-    rollouts: Rollouts, task: str, encoder: ImageFeatures, *, encoder_name: str, frames: str = "first",
-    mean_frames: int = 16, cache: str | Path | None = None,
+    rollouts: Rollouts,
+    task: str,
+    encoder: ImageFeatures,
+    *,
+    encoder_name: str,
+    frames: str = "first",
+    mean_frames: int = 16,
+    cache: str | Path | None = None,
 ) -> np.ndarray:
     """(N, F) image features of the rollouts, in order."""
     by_file = {
         file: file_image_features(
-            Path(file), task, encoder, encoder_name=encoder_name, frames=frames, mean_frames=mean_frames,
+            Path(file),
+            task,
+            encoder,
+            encoder_name=encoder_name,
+            frames=frames,
+            mean_frames=mean_frames,
             cache=Path(cache) if cache else None,
         )
         for file in dict.fromkeys(rollouts.source)
@@ -321,7 +343,9 @@ def split(failed: np.ndarray, valid_fraction: float, seed: int) -> np.ndarray:
     return valid
 
 
-def knn_accuracy(known: np.ndarray, known_failed: np.ndarray, query: np.ndarray, query_failed: np.ndarray, k: int) -> float:
+def knn_accuracy(
+    known: np.ndarray, known_failed: np.ndarray, query: np.ndarray, query_failed: np.ndarray, k: int
+) -> float:
     """Share of query rollouts whose outcome the majority of their k nearest known embeddings gets right (ties
     count as failure)."""
     nearest = np.argsort(cdist(query, known), axis=1)[:, :k]
@@ -330,15 +354,24 @@ def knn_accuracy(known: np.ndarray, known_failed: np.ndarray, query: np.ndarray,
 
 
 def train_model(
-    image: np.ndarray, text: np.ndarray | None, failed: np.ndarray, config: EmbedConfig, train: np.ndarray,
+    image: np.ndarray,
+    text: np.ndarray | None,
+    failed: np.ndarray,
+    config: EmbedConfig,
+    train: np.ndarray,
     progress: bool = True,
 ) -> FailureEmbedding:
     """Fits the embedding on the `train` rows (minibatch Adam, fixed epochs, seeded)."""
     torch.manual_seed(config.seed)
-    model = FailureEmbedding(EmbeddingConfig(
-        image_dim=image.shape[1], text_dim=0 if text is None else text.shape[1], dim=config.dim,
-        hidden=config.hidden, dropout=config.dropout,
-    ))
+    model = FailureEmbedding(
+        EmbeddingConfig(
+            image_dim=image.shape[1],
+            text_dim=0 if text is None else text.shape[1],
+            dim=config.dim,
+            hidden=config.hidden,
+            dropout=config.dropout,
+        )
+    )
     loss_fn = EmbeddingLoss(config.margin, config.contrastive_weight)
     x_image = torch.as_tensor(image[train])
     x_text = None if text is None else torch.as_tensor(text[train])
@@ -371,7 +404,9 @@ def apply(model: FailureEmbedding, image: np.ndarray, text: np.ndarray | None) -
     return z.numpy(), 1.0 - torch.sigmoid(logits).numpy()
 
 
-def evaluate(embeddings: np.ndarray, failure_prob: np.ndarray, failed: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+def evaluate(
+    embeddings: np.ndarray, failure_prob: np.ndarray, failed: np.ndarray, valid: np.ndarray
+) -> dict[str, float]:
     """Held-out quality: success-head accuracy and kNN outcome accuracy against the training embeddings."""
     train = ~valid
     return {
@@ -426,8 +461,11 @@ class TrainedEmbedding:
         arrays.update({f"text:{name}": features for name, features in self.descriptions.items()})
         save_arrays(arrays, str(directory / KNOWN))
         meta = {
-            "format": FORMAT, "task": self.task, "policy": self.policy,
-            "model": dataclasses.asdict(self.model.config), **self.meta,
+            "format": FORMAT,
+            "task": self.task,
+            "policy": self.policy,
+            "model": dataclasses.asdict(self.model.config),
+            **self.meta,
             "rows": [list(ps) for ps in self.perturbations],
         }
         (directory / META).write_text(json.dumps(meta, indent=1))
@@ -451,8 +489,14 @@ class TrainedEmbedding:
         descriptions = {k.removeprefix("text:"): v for k, v in arrays.items() if k.startswith("text:")}
         rows = [tuple(r) for r in meta.pop("rows")]
         trained = cls(
-            model.eval(), meta.pop("task"), meta.pop("policy"), arrays["embeddings"], arrays["failed"].astype(bool),
-            rows, descriptions, {k: v for k, v in meta.items() if k != "format"},
+            model.eval(),
+            meta.pop("task"),
+            meta.pop("policy"),
+            arrays["embeddings"],
+            arrays["failed"].astype(bool),
+            rows,
+            descriptions,
+            {k: v for k, v in meta.items() if k != "format"},
         )
         if task is not None:
             trained.check(task, policy)
@@ -482,7 +526,9 @@ class SceneEmbedder:
 
 
 def train_embedding(
-    config: EmbedConfig, image_encoder: ImageFeatures | None = None, text_encoder: TextFeatures | None = None,
+    config: EmbedConfig,
+    image_encoder: ImageFeatures | None = None,
+    text_encoder: TextFeatures | None = None,
     progress: bool = True,
 ) -> TrainedEmbedding:
     """The whole job for a config (what the CLI runs): data → features → model → known embeddings.
@@ -499,22 +545,34 @@ def train_embedding(
     policy = resolve_data_policy(files, config.policy)
     rollouts = load_rollouts(files, task, exclude)
     image = rollout_image_features(
-        rollouts, task, image_encoder or load_image_encoder(config.image_encoder), encoder_name=config.image_encoder,
-        frames=config.frames, mean_frames=config.mean_frames,
+        rollouts,
+        task,
+        image_encoder or load_image_encoder(config.image_encoder),
+        encoder_name=config.image_encoder,
+        frames=config.frames,
+        mean_frames=config.mean_frames,
         cache=None if config.cache in ("", "none") else config.cache,
     )
-    text_fn = text_encoder if text_encoder is not None else load_text_encoder(config.text_encoder, config.text_checkpoint)
+    text_fn = (
+        text_encoder if text_encoder is not None else load_text_encoder(config.text_encoder, config.text_checkpoint)
+    )
     table = {} if text_fn is None else description_table(task, text_fn)
     text = perturbation_text_features(table, rollouts.perturbations) if table else None
     valid = split(rollouts.failed, config.valid_fraction, config.seed)
     model = train_model(image, text, rollouts.failed, config, ~valid, progress)
     known, failure_prob = apply(model, image, text)
     meta = {
-        "image_encoder": config.image_encoder, "text_encoder": config.text_encoder,
-        "text_checkpoint": config.text_checkpoint, "frames": config.frames, "mean_frames": config.mean_frames,
+        "image_encoder": config.image_encoder,
+        "text_encoder": config.text_encoder,
+        "text_checkpoint": config.text_checkpoint,
+        "frames": config.frames,
+        "mean_frames": config.mean_frames,
         "loss": {"margin": config.margin, "contrastive_weight": config.contrastive_weight},
-        "config": dataclasses.asdict(config), "exclude": exclude, "sources": sorted(set(rollouts.source)),
-        "demos": [[s, d] for s, d in zip(rollouts.source, rollouts.demo)], "valid": valid.tolist(),
+        "config": dataclasses.asdict(config),
+        "exclude": exclude,
+        "sources": sorted(set(rollouts.source)),
+        "demos": [[s, d] for s, d in zip(rollouts.source, rollouts.demo)],
+        "valid": valid.tolist(),
         "metrics": evaluate(known, failure_prob, rollouts.failed, valid),
         "descriptions": {name: p.description for name, p in task_perturbations(task).items()},
     }
@@ -551,8 +609,12 @@ def main(argv: list[str] | None = None) -> None:
     for column in ("rollouts", "failed", "perturbations", "held out", "head acc", "kNN-1 acc", "kNN-5 acc"):
         table.add_column(column, justify="right")
     table.add_row(
-        str(len(trained.known)), str(int(trained.failed.sum())), str(len(trained.seen)),
-        str(metrics["valid_rollouts"]), f"{metrics['head_accuracy']:.3f}", f"{metrics['knn1_accuracy']:.3f}",
+        str(len(trained.known)),
+        str(int(trained.failed.sum())),
+        str(len(trained.seen)),
+        str(metrics["valid_rollouts"]),
+        f"{metrics['head_accuracy']:.3f}",
+        f"{metrics['knn1_accuracy']:.3f}",
         f"{metrics['knn5_accuracy']:.3f}",
     )
     Console(width=120).print(table)

@@ -50,8 +50,11 @@ def read_summary(path: str | Path) -> dict[str, Any]:
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)} (a search summary has {', '.join(SUMMARY_KEYS)}); {fix}")
-    wrong = [f"{k} ({type(summary[k]).__name__}, not {t.__name__})" for k, t in SUMMARY_KEYS.items()
-             if not isinstance(summary[k], t)]  # fmt: skip
+    wrong = [
+        f"{k} ({type(summary[k]).__name__}, not {t.__name__})"
+        for k, t in SUMMARY_KEYS.items()
+        if not isinstance(summary[k], t)
+    ]
     if wrong:
         raise ValueError(f"{path} has the wrong type for {', '.join(wrong)}; {fix}")
     if "rollouts_done" not in summary["budget"]:

@@ -74,12 +74,7 @@ def load_ground_truth(path: str | Path, task: str | None = None, policy: str | N
 
 def significant_pairs(truth: GroundTruth, names: list[str]) -> list[tuple[str, str]]:
     """Pairs (a, b) where a fails significantly more often than b (a's interval lies wholly below b's)."""
-    return [
-        (a, b)
-        for a in names
-        for b in names
-        if truth.entries[a].high < truth.entries[b].low
-    ]
+    return [(a, b) for a in names for b in names if truth.entries[a].high < truth.entries[b].low]
 
 
 def compare(ranking: Ranking, truth: GroundTruth, k: int = 5) -> dict[str, float]:

@@ -102,14 +102,22 @@ class RLSearch(SearchMethod):
             params["batch_size"] = min(int(params["batch_size"]), n_steps * envs.num_envs)
         policy = "MultiInputPolicy" if isinstance(envs.observation_space, spaces.Dict) else "CnnPolicy"
         self.agent = RL_ALGORITHMS[name](
-            policy, envs, n_steps=n_steps, seed=seed, verbose=0, device="cpu",
+            policy,
+            envs,
+            n_steps=n_steps,
+            seed=seed,
+            verbose=0,
+            device="cpu",
             tensorboard_log=str(tensorboard) if tensorboard else None,
-            policy_kwargs={"net_arch": {"pi": net_arch, "vf": net_arch}}, **params,
+            policy_kwargs={"net_arch": {"pi": net_arch, "vf": net_arch}},
+            **params,
         )
 
     def run(self, envs: VecEnv, rollouts: int, on_step: StepHook, on_safe_point: SafePointHook) -> None:
         self.agent.learn(
-            total_timesteps=rollouts, callback=_StepCallback(on_step, on_safe_point), reset_num_timesteps=False,
+            total_timesteps=rollouts,
+            callback=_StepCallback(on_step, on_safe_point),
+            reset_num_timesteps=False,
             tb_log_name=self.name,
         )
 

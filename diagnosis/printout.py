@@ -24,17 +24,30 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
     """The ranking table a user reads first, then the metrics, one per line."""
     rollouts = summary["budget"]["rollouts_done"]
     title = f"failure modes of {summary['policy']} on {summary['task']} ({summary['method']}, {rollouts} rollouts)"
-    table = Table(title=title, caption="search score: the method's ranking score, normalised over the modes; "
-                  "failure rate: observed under the perturbation alone, 95% Wilson interval")
-    columns = ("rank", "perturbation", "search score", "failed/tried alone", "failure rate [95% CI]",
-               "ground truth success")
+    table = Table(
+        title=title,
+        caption="search score: the method's ranking score, normalised over the modes; "
+        "failure rate: observed under the perturbation alone, 95% Wilson interval",
+    )
+    columns = (
+        "rank",
+        "perturbation",
+        "search score",
+        "failed/tried alone",
+        "failure rate [95% CI]",
+        "ground truth success",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "perturbation" else "right")
     for row in summary["ranking"][:limit]:
         truth = row.get("ground_truth_success")
         table.add_row(
-            str(row["rank"]), row["perturbation"], f"{row['search_score']:.3f}",
-            f"{row['failed_alone']}/{row['tried_alone']}", interval(row), "" if truth is None else f"{truth:.2f}",
+            str(row["rank"]),
+            row["perturbation"],
+            f"{row['search_score']:.3f}",
+            f"{row['failed_alone']}/{row['tried_alone']}",
+            interval(row),
+            "" if truth is None else f"{truth:.2f}",
         )
     console.print(table)
     if len(summary["ranking"]) > limit:

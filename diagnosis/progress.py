@@ -35,8 +35,14 @@ class SearchProgress:
         self.started = time.perf_counter()
         if self.live:
             self.bar = Progress(
-                TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts"),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
+                TextColumn("[bold]search"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("rollouts"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=self.console,
             )
             self.bar.__enter__()
             self.task = self.bar.add_task("search", total=self.total, completed=self.start_done, info="")

@@ -45,9 +45,12 @@ class RankUnseenConfig:
 def first_frames(task: str, names: Sequence[str], seeds: int) -> np.ndarray:
     """(len(names), seeds, H, W, 3): the policy camera's first frame of each perturbed scene, no rollout."""
     runner = get_runner(task)
-    return np.asarray([
-        [runner.first_frame([p], RANKING_SEED + s) for s in range(seeds)] for p in get_perturbations(task, list(names))
-    ])
+    return np.asarray(
+        [
+            [runner.first_frame([p], RANKING_SEED + s) for s in range(seeds)]
+            for p in get_perturbations(task, list(names))
+        ]
+    )
 
 
 def rank_unseen(
@@ -66,7 +69,8 @@ def rank_unseen(
     ranking = Ranking(tuple(names), density_scores(log_density, search.space.dim))
     extra = {
         name: {
-            "log_density": float(log_density[i]), "reliability": float(reliability[i]),
+            "log_density": float(log_density[i]),
+            "reliability": float(reliability[i]),
             "predicted_failure": float(failure.reshape(len(names), seeds)[i].mean()),
             "seen": name in set(search.known.names()),
         }
@@ -77,13 +81,26 @@ def rank_unseen(
 
 def print_rows(rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title)
-    columns = ("rank", "perturbation", "log-density", "search score (density)", "distance to known", "head P(fail)", "seen")
+    columns = (
+        "rank",
+        "perturbation",
+        "log-density",
+        "search score (density)",
+        "distance to known",
+        "head P(fail)",
+        "seen",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "perturbation" else "right")
     for row in rows:
         table.add_row(
-            str(row["rank"]), row["perturbation"], f"{row['log_density']:.1f}", f"{row['search_score']:.3f}",
-            f"{row['reliability']:.2f}", f"{row['predicted_failure']:.2f}", "yes" if row["seen"] else "no",
+            str(row["rank"]),
+            row["perturbation"],
+            f"{row['log_density']:.1f}",
+            f"{row['search_score']:.3f}",
+            f"{row['reliability']:.2f}",
+            f"{row['predicted_failure']:.2f}",
+            "yes" if row["seen"] else "no",
         )
     Console(width=max(Console().width, 120)).print(table)
 

@@ -44,14 +44,18 @@ def radar_plot(summary: dict[str, Any], path: Path) -> None:
     closed = np.append(angles, angles[0])
     fig = plt.figure(figsize=(15, 7.5))
     ax = fig.add_subplot(1, 2, 1, projection="polar")
-    ax.plot(closed, np.append(scores, scores[0]), color="tab:red", linewidth=2, label=f"search score ({summary['method']})")
+    ax.plot(
+        closed, np.append(scores, scores[0]), color="tab:red", linewidth=2, label=f"search score ({summary['method']})"
+    )
     ax.fill(closed, np.append(scores, scores[0]), color="tab:red", alpha=0.2)
     truth = [r.get("ground_truth_success") for r in rows]
     if all(t is not None for t in truth):
         failure = 1.0 - np.array(truth, dtype=float)
         if failure.max() > 0:
             scaled = failure * scores.max() / failure.max()
-            ax.plot(closed, np.append(scaled, scaled[0]), "k--", linewidth=1, label="ground-truth failure rate (scaled)")
+            ax.plot(
+                closed, np.append(scaled, scaled[0]), "k--", linewidth=1, label="ground-truth failure rate (scaled)"
+            )
     top = set(np.argsort(-scores, kind="stable")[:RADAR_LABELS])
     ax.set_xticks(angles)
     ax.set_xticklabels([names[i] if i in top else "" for i in range(len(names))], fontsize=8)
@@ -60,8 +64,9 @@ def radar_plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_title(f"search score per perturbation ({len(rows)}; top {min(RADAR_LABELS, len(rows))} named)", pad=28)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8)
     _bars(fig.add_subplot(1, 2, 2), summary["ranking"])
-    fig.suptitle(f"{summary['policy']} on {summary['task']}: {summary['method']}, "
-                 f"{summary['budget']['rollouts_done']} rollouts")
+    fig.suptitle(
+        f"{summary['policy']} on {summary['task']}: {summary['method']}, {summary['budget']['rollouts_done']} rollouts"
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))  # room for the suptitle above and the legend below the radar
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -76,15 +81,27 @@ def _bars(ax: plt.Axes, ranking: list[dict[str, Any]]) -> None:
     high = np.array([r.get("failure_rate_high", np.nan) for r in shown])
     known = ~np.isnan(rates)
     ax.barh(y[known], rates[known], color="tab:red", alpha=0.6, label="observed failure rate alone (95% CI)")
-    ax.errorbar(rates[known], y[known], xerr=[rates[known] - low[known], high[known] - rates[known]], fmt="none",
-                ecolor="0.2", capsize=2, linewidth=1)
+    ax.errorbar(
+        rates[known],
+        y[known],
+        xerr=[rates[known] - low[known], high[known] - rates[known]],
+        fmt="none",
+        ecolor="0.2",
+        capsize=2,
+        linewidth=1,
+    )
     truth = [r.get("ground_truth_success") for r in shown]
     if any(t is not None for t in truth):
         values = np.array([np.nan if t is None else 1.0 - t for t in truth])
         ax.plot(values, y, "kD", markersize=4, label="ground-truth failure rate")
     ax.set_yticks(y)
-    ax.set_yticklabels([f"{r['rank']}. {r['perturbation']}" + ("" if r.get("failure_rate") is not None else
-                        " (never alone)") for r in shown], fontsize=8)
+    ax.set_yticklabels(
+        [
+            f"{r['rank']}. {r['perturbation']}" + ("" if r.get("failure_rate") is not None else " (never alone)")
+            for r in shown
+        ],
+        fontsize=8,
+    )
     ax.set_xlim(0, 1)
     ax.set_xlabel("failure rate")
     more = len(ranking) - len(shown)
@@ -157,10 +174,15 @@ def monitor_caption(monitor: dict[str, Any] | None) -> str:
         parts.append("no anomaly")
     else:
         before = monitor["first_anomaly"] < monitor.get("acting_from", 0)
-        parts.append(f"first anomaly at step {monitor['first_anomaly']}" + (" (before the robot moved)" if before else ""))
+        parts.append(
+            f"first anomaly at step {monitor['first_anomaly']}" + (" (before the robot moved)" if before else "")
+        )
     acting = monitor.get("first_failure_acting")
-    parts.append("no failure verdict once the robot moved" if acting is None else
-                 f"first failure verdict once the robot moved (step {monitor.get('acting_from', 0)}) at step {acting}")
+    parts.append(
+        "no failure verdict once the robot moved"
+        if acting is None
+        else f"first failure verdict once the robot moved (step {monitor.get('acting_from', 0)}) at step {acting}"
+    )
     late = monitor.get("first_late")
     if late is not None:
         parts.append(f"overrun rule from step {late}")
@@ -222,43 +244,54 @@ def _page(summary: dict[str, Any], sections: list[str]) -> str:
             f"<b>{truth['pairwise_accuracy']:.3f}</b> over {truth['significant_pairs']} of {truth['all_pairs']} pairs "
             f"(pairs whose ground-truth intervals do not overlap); over all pairs Kendall &tau;-b "
             f"{truth['kendall_tau']:.3f}, Spearman &rho; {truth['spearman_rho']:.3f}"
-            + ("" if spent is None else f"; {spent:.0%} of the rollouts went to the true top 5 modes") + ".</p>"
+            + ("" if spent is None else f"; {spent:.0%} of the rollouts went to the true top 5 modes")
+            + ".</p>"
         )
     monitor = "".join(f"<p>{html.escape(line)}</p>" for line in monitor_lines(summary.get("monitor")))
-    header = ["rank", "perturbation", "search score", "failed / tried alone", "failure rate alone [95% CI]",
-              "failed / tried in any set"]
+    header = [
+        "rank",
+        "perturbation",
+        "search score",
+        "failed / tried alone",
+        "failure rate alone [95% CI]",
+        "failed / tried in any set",
+    ]
     if truth:
         header.append("ground-truth success")
     rows = []
     for r in summary["ranking"]:
         cells = [
-            r["rank"], html.escape(r["perturbation"]), f"{r['search_score']:.3f}",
-            f"{r['failed_alone']} / {r['tried_alone']}", interval(r), f"{r['failed']} / {r['tried']}",
+            r["rank"],
+            html.escape(r["perturbation"]),
+            f"{r['search_score']:.3f}",
+            f"{r['failed_alone']} / {r['tried_alone']}",
+            interval(r),
+            f"{r['failed']} / {r['tried']}",
         ]
         if truth:
             cells.append("" if r.get("ground_truth_success") is None else f"{r['ground_truth_success']:.2f}")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     budget = summary["budget"]
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>FailScope: {html.escape(summary['policy'])} on {summary['task']}</title>
+<html><head><meta charset="utf-8"><title>FailScope: {html.escape(summary["policy"])} on {summary["task"]}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
 td:nth-child(2){{text-align:left}}img,video{{vertical-align:top;margin:4px}}.note{{color:#555;font-size:90%}}</style>
 </head><body>
-<h1>Failure modes of {html.escape(summary['policy'])} on {summary['task']}</h1>
-<p>Search <b>{summary['method']}</b>, {budget['rollouts_done']} of {budget['total_rollouts']} rollouts
-({summary['status']}), {summary['wall_time_s']:.0f} s, {summary['failures_found']} failed rollouts.</p>
+<h1>Failure modes of {html.escape(summary["policy"])} on {summary["task"]}</h1>
+<p>Search <b>{summary["method"]}</b>, {budget["rollouts_done"]} of {budget["total_rollouts"]} rollouts
+({summary["status"]}), {summary["wall_time_s"]:.0f} s, {summary["failures_found"]} failed rollouts.</p>
 <p class="note">The <b>search score</b> is the method's ranking score normalised over the modes (for PPO, RoboMD's
 softmax on the nominal scene): it orders the modes and sums to 1, it is not a failure rate. The <b>failure rate</b>
 is observed under the perturbation alone, with its 95% Wilson interval. RoboMD's metrics of the ranking (on the
-search scores): entropy {metrics['entropy']:.3f}, NFM {metrics['nfm']} (score &gt; {metrics['nfm_threshold']:.3f}),
-FSI {metrics['fsi']:.3f}.</p>
+search scores): entropy {metrics["entropy"]:.3f}, NFM {metrics["nfm"]} (score &gt; {metrics["nfm_threshold"]:.3f}),
+FSI {metrics["fsi"]:.3f}.</p>
 {truth_line}
 {monitor}
 <img src="radar.png" width="1050">
 <h2>Top failure modes</h2>
-{''.join(sections)}
+{"".join(sections)}
 <h2>Ranking</h2>
-<table><tr>{''.join(f'<th>{h}</th>' for h in header)}</tr>{''.join(rows)}</table>
+<table><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr>{"".join(rows)}</table>
 </body></html>
 """

@@ -131,16 +131,26 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     hyperparameters = OmegaConf.to_container(search.hyperparameters, resolve=True)
     max_depth = 1 if search.method in BANDITS else int(search.max_depth)
     spec = EnvSpec(
-        task=task, policy=policy, candidates=candidates,
+        task=task,
+        policy=policy,
+        candidates=candidates,
         monitor=build_monitor_factory(cfg, task, policy),
-        outcome=str(search.outcome), max_depth=max_depth,
+        outcome=str(search.outcome),
+        max_depth=max_depth,
         rewards=SearchRewards(float(search.c_fail), float(search.c_success), float(search.repeat_penalty)),
         observe_applied=bool(search.observe_applied),
     )
     return SearchRun(
-        run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True), env_spec=spec, method=str(search.method),
-        hyperparameters=hyperparameters, total_rollouts=int(search.total_rollouts), n_envs=int(search.n_envs),
-        seed=int(cfg.seed), ranking_states=int(search.ranking_states), checkpoint_every=int(search.checkpoint_every),
+        run_dir=run_dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        env_spec=spec,
+        method=str(search.method),
+        hyperparameters=hyperparameters,
+        total_rollouts=int(search.total_rollouts),
+        n_envs=int(search.n_envs),
+        seed=int(cfg.seed),
+        ranking_states=int(search.ranking_states),
+        checkpoint_every=int(search.checkpoint_every),
         ground_truth=ground_truth,
     )
 

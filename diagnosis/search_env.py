@@ -126,7 +126,8 @@ class FailureSearchEnv(gym.Env):
         image = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
         self.observation_space = (
             gym.spaces.Dict({"image": image, "applied": gym.spaces.MultiBinary(len(self.candidates))})
-            if observe_applied else image
+            if observe_applied
+            else image
         )
         self.action_space = gym.spaces.Discrete(len(self.candidates))
         self.applied: list[Perturbation] = []
@@ -200,7 +201,8 @@ class FailureSearchEnv(gym.Env):
         generator that draws the seeds after it. A resumed search restores it, so its rollouts are those an
         uninterrupted search would have run."""
         return {
-            "applied": [p.name for p in self.applied], "next_seed": self._next_seed,
+            "applied": [p.name for p in self.applied],
+            "next_seed": self._next_seed,
             "rng": self.np_random.bit_generator.state,
         }
 

@@ -67,8 +67,11 @@ class PerturbationCounts:
         perturbation alone: stacked rollouts fail for more than one reason, so they are counted but not pooled."""
         alone_tried, alone_failed = self.tried_alone.get(name, 0), self.failed_alone.get(name, 0)
         return {
-            "tried": self.tried.get(name, 0), "failed": self.failed.get(name, 0),
-            "tried_alone": alone_tried, "failed_alone": alone_failed, **failure_rate(alone_failed, alone_tried),
+            "tried": self.tried.get(name, 0),
+            "failed": self.failed.get(name, 0),
+            "tried_alone": alone_tried,
+            "failed_alone": alone_failed,
+            **failure_rate(alone_failed, alone_tried),
         }
 
 
@@ -125,12 +128,17 @@ class MonitorAgreement:
         if failures + successes == 0:
             return None
         return {
-            "true_positive": self.true_positive, "false_negative": self.false_negative,
-            "true_negative": self.true_negative, "false_positive": self.false_positive,
-            "sim_failures": failures, "sim_successes": successes,
-            "tpr": share(self.true_positive, failures), "tnr": share(self.true_negative, successes),
+            "true_positive": self.true_positive,
+            "false_negative": self.false_negative,
+            "true_negative": self.true_negative,
+            "false_positive": self.false_positive,
+            "sim_failures": failures,
+            "sim_successes": successes,
+            "tpr": share(self.true_positive, failures),
+            "tnr": share(self.true_negative, successes),
             "without_overrun": {
-                "true_positive": self.visual_true_positive, "false_positive": self.visual_false_positive,
+                "true_positive": self.visual_true_positive,
+                "false_positive": self.visual_false_positive,
                 "tpr": share(self.visual_true_positive, failures),
                 "tnr": share(successes - self.visual_false_positive, successes),
             },
@@ -188,7 +196,9 @@ class SearchRun:
         try:
             rows = read_rollouts(path)
         except (OSError, KeyError, ValueError) as exc:
-            raise ValueError(f"search.resume={self.run_dir}: {path.name} cannot be read ({exc}); start a new run") from None
+            raise ValueError(
+                f"search.resume={self.run_dir}: {path.name} cannot be read ({exc}); start a new run"
+            ) from None
         if len(rows) < self.done:
             raise ValueError(
                 f"search.resume={self.run_dir}: {path.name} holds {len(rows)} rollouts but the checkpoint stands "
@@ -228,7 +238,10 @@ class SearchRun:
             self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard" / "search"))
             self.at_safe_point, self.last_checkpoint = True, self.done
             try:
-                with GracefulStop(self.console) as self.stop, SearchProgress(self.console, self.total, self.done) as self.progress:
+                with (
+                    GracefulStop(self.console) as self.stop,
+                    SearchProgress(self.console, self.total, self.done) as self.progress,
+                ):
                     if self.done < self.total:
                         self.method.run(self.envs, self.total - self.done, self._on_step, self._on_safe_point)
                 if self.stop.requested:
@@ -243,8 +256,8 @@ class SearchRun:
                 )
             if status != "complete":
                 self.console.print(
-                    f"[yellow]stopped after {self.done} rollouts, all of them in failures.hdf5; writing what was found. "
-                    f"Continue with: python -m diagnosis.search search.resume={self.run_dir}[/]"
+                    f"[yellow]stopped after {self.done} rollouts, all of them in failures.hdf5; writing what was "
+                    f"found. Continue with: python -m diagnosis.search search.resume={self.run_dir}[/]"
                 )
             self._finish(status)
             summary = self._summary(status)
@@ -314,7 +327,10 @@ class SearchRun:
     def _write_state(self, status: str) -> None:
         wall = self.wall_before + time.perf_counter() - self.started
         self.state.update(
-            rollouts=self.done, checkpoint_rollouts=self.last_checkpoint, status=status, curve=self.curve,
+            rollouts=self.done,
+            checkpoint_rollouts=self.last_checkpoint,
+            status=status,
+            curve=self.curve,
             wall_time_s=wall,
         )
         write_json_atomic(self.run_dir / STATE, self.state)
@@ -343,7 +359,8 @@ class SearchRun:
         }
         if self.ground_truth is not None:
             summary["ground_truth"] = {
-                "path": str(self.ground_truth.path), **compare(ranking, self.ground_truth, k=TOP_K),
+                "path": str(self.ground_truth.path),
+                **compare(ranking, self.ground_truth, k=TOP_K),
                 f"budget_on_true_top{TOP_K}": budget_on_worst(self.spent, self.ground_truth, self.names, TOP_K),
             }
         write_json_atomic(self.run_dir / "summary.json", summary)

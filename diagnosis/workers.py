@@ -50,8 +50,14 @@ def make_env(spec: EnvSpec, in_worker: bool) -> FailureSearchEnv:
         torch.set_num_threads(1)
     policy, _ = load_policy(spec.policy, spec.task)
     return FailureSearchEnv(
-        spec.task, policy=policy, perturbations=list(spec.candidates), monitor=spec.monitor, outcome=spec.outcome,
-        max_depth=spec.max_depth, rewards=spec.rewards, observe_applied=spec.observe_applied,
+        spec.task,
+        policy=policy,
+        perturbations=list(spec.candidates),
+        monitor=spec.monitor,
+        outcome=spec.outcome,
+        max_depth=spec.max_depth,
+        rewards=spec.rewards,
+        observe_applied=spec.observe_applied,
     )
 
 

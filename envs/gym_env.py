@@ -25,7 +25,12 @@ class PerturbedTask(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, task: str = "lift", perturbations: Sequence[Perturbation | str] = (), render_mode: str | None = "rgb_array"):
+    def __init__(
+        self,
+        task: str = "lift",
+        perturbations: Sequence[Perturbation | str] = (),
+        render_mode: str | None = "rgb_array",
+    ):
         self.runner = Runner(task)
         self.task = self.runner.task
         self.perturbations = resolve(self.task.name, perturbations)
@@ -67,7 +72,12 @@ class PerturbedTask(gym.Env):
         success = episode.outcome == "success"
         truncated = episode.outcome == "failure" and episode.failure_step is None
         terminated = episode.done and not truncated
-        info = {"outcome": episode.outcome, "success": success, "failure_step": episode.failure_step, "error": episode.error}
+        info = {
+            "outcome": episode.outcome,
+            "success": success,
+            "failure_step": episode.failure_step,
+            "error": episode.error,
+        }
         return self._convert(obs), float(success), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:

@@ -75,10 +75,18 @@ def env_args(task: TaskSpec) -> dict:
         "env_name": task.env_name,
         "type": 1,  # robomimic's EnvType.ROBOSUITE_TYPE
         "env_kwargs": {
-            "robots": task.robot, "control_freq": task.control_freq, "horizon": task.horizon,
-            "camera_names": [task.camera], "camera_heights": task.image_size, "camera_widths": task.image_size,
-            "use_camera_obs": True, "use_object_obs": True, "has_renderer": False, "has_offscreen_renderer": True,
-            "reward_shaping": False, "ignore_done": True,
+            "robots": task.robot,
+            "control_freq": task.control_freq,
+            "horizon": task.horizon,
+            "camera_names": [task.camera],
+            "camera_heights": task.image_size,
+            "camera_widths": task.image_size,
+            "use_camera_obs": True,
+            "use_object_obs": True,
+            "has_renderer": False,
+            "has_offscreen_renderer": True,
+            "reward_shaping": False,
+            "ignore_done": True,
         },
         "failscope_task": task.name,
     }
@@ -160,8 +168,12 @@ class EpisodeWriter:
                 for key, value in (extras or {}).items():
                     group.create_dataset(key, data=value)
                 group.attrs.update(
-                    num_samples=steps, model_file=self.model_xml, seed=episode.seed, outcome=episode.outcome,
-                    perturbations=json.dumps(list(episode.perturbations)), **(attrs or {}),
+                    num_samples=steps,
+                    model_file=self.model_xml,
+                    seed=episode.seed,
+                    outcome=episode.outcome,
+                    perturbations=json.dumps(list(episode.perturbations)),
+                    **(attrs or {}),
                 )
                 group.attrs["complete"] = True  # last: is_complete trusts it
                 self.file.move(STAGING, f"data/{name}")

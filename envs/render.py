@@ -31,7 +31,9 @@ class RenderConfig:
 
     @classmethod
     def stock(cls) -> RenderConfig:
-        return cls(shadows=True, reflections=True, msaa_samples=4, hide_collision_geoms=False, camera_sized_buffer=False)
+        return cls(
+            shadows=True, reflections=True, msaa_samples=4, hide_collision_geoms=False, camera_sized_buffer=False
+        )
 
 
 class CameraRenderer:

@@ -18,11 +18,27 @@ from envs.tasks import TaskSpec, get_task
 
 # Model arrays perturbations edit; `restore()` copies all of them back.
 EDITABLE_FIELDS = (
-    "geom_rgba", "geom_matid", "geom_size", "geom_rbound", "geom_aabb", "geom_pos", "geom_friction",
-    "geom_contype", "geom_conaffinity",
-    "body_pos", "body_mass", "body_inertia",
-    "light_diffuse", "light_ambient", "light_specular", "light_dir", "light_pos",
-    "cam_pos", "cam_quat", "cam_fovy", "site_pos",
+    "geom_rgba",
+    "geom_matid",
+    "geom_size",
+    "geom_rbound",
+    "geom_aabb",
+    "geom_pos",
+    "geom_friction",
+    "geom_contype",
+    "geom_conaffinity",
+    "body_pos",
+    "body_mass",
+    "body_inertia",
+    "light_diffuse",
+    "light_ambient",
+    "light_specular",
+    "light_dir",
+    "light_pos",
+    "cam_pos",
+    "cam_quat",
+    "cam_fovy",
+    "site_pos",
     "mat_rgba",
 )
 
@@ -43,12 +59,18 @@ def _add_distractors(xml: str) -> str:
     world = root.find("worldbody")
     for i, (shape, size) in enumerate(DISTRACTOR_SHAPES.items()):
         pos = DISTRACTOR_PARK + np.array([i, 0.0, 0.0])
-        body = ET.SubElement(
-            world, "body", name=distractor_body(shape), mocap="true", pos=" ".join(map(str, pos))
-        )
+        body = ET.SubElement(world, "body", name=distractor_body(shape), mocap="true", pos=" ".join(map(str, pos)))
         ET.SubElement(
-            body, "geom", name=f"{distractor_body(shape)}_g0", type=shape, size=size,
-            rgba="0.9 0.6 0.1 1", contype="0", conaffinity="0", group="1", mass="0.05",
+            body,
+            "geom",
+            name=f"{distractor_body(shape)}_g0",
+            type=shape,
+            size=size,
+            rgba="0.9 0.6 0.1 1",
+            contype="0",
+            conaffinity="0",
+            group="1",
+            mass="0.05",
         )
     return ET.tostring(root, encoding="unicode")
 

@@ -34,9 +34,16 @@ def bench_stock(task_name: str, steps: int) -> float:
     robosuite = import_robosuite()
     task = get_task(task_name)
     env = robosuite.make(
-        task.env_name, robots=task.robot, has_renderer=False, has_offscreen_renderer=True, use_camera_obs=True,
-        camera_names=task.camera, camera_heights=task.image_size, camera_widths=task.image_size,
-        control_freq=task.control_freq, horizon=task.horizon,
+        task.env_name,
+        robots=task.robot,
+        has_renderer=False,
+        has_offscreen_renderer=True,
+        use_camera_obs=True,
+        camera_names=task.camera,
+        camera_heights=task.image_size,
+        camera_widths=task.image_size,
+        control_freq=task.control_freq,
+        horizon=task.horizon,
     )
     env.reset()
     env.step(np.zeros(env.action_dim))  # warm-up
@@ -72,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     table.add_column("variant")
     table.add_column("steps/s", justify="right")
     table.add_column("ms/step", justify="right")
-    for name, rate in (("stock robosuite (camera obs, zero actions)", stock), ("harness (scripted expert, fast renderer)", harness)):
+    for name, rate in (
+        ("stock robosuite (camera obs, zero actions)", stock),
+        ("harness (scripted expert, fast renderer)", harness),
+    ):
         table.add_row(name, f"{rate:.1f}", f"{1000 / rate:.1f}")
     Console(width=120).print(table)
     print(f"ratio harness/stock: {harness / stock:.2f}")

@@ -49,7 +49,7 @@ from diagnosis.embed import (
     load_image_encoder,
     load_text_encoder,
     train_embedding,
-)  # fmt: skip
+)
 from diagnosis.evaluation import GroundTruth, compare, default_ground_truth_path, load_ground_truth, significant_pairs
 from diagnosis.rank_unseen import first_frames, rank_unseen
 from diagnosis.ranking import Ranking
@@ -131,8 +131,11 @@ def unseen_measures(scores: dict[str, float], truth: GroundTruth, unseen: Sequen
     held = compare(Ranking(tuple(unseen), values - values.min()), truth)
     mixed, mixed_pairs = mixed_pairwise(scores, truth, set(unseen))
     return {
-        "unseen_pairwise": held["pairwise_accuracy"], "unseen_pairs": held["significant_pairs"],
-        "unseen_tau": held["kendall_tau"], "mixed_pairwise": mixed, "mixed_pairs": mixed_pairs,
+        "unseen_pairwise": held["pairwise_accuracy"],
+        "unseen_pairs": held["significant_pairs"],
+        "unseen_tau": held["kendall_tau"],
+        "mixed_pairwise": mixed,
+        "mixed_pairs": mixed_pairs,
     }
 
 
@@ -149,16 +152,33 @@ def discrete_rankings(runs: Sequence[Path], method: str) -> dict[str, dict[str, 
 # ---------------------------------------------------------------------------------------------------- one search
 def search_config(config: ContinuousEvalConfig, embedding: Path, seed: int, overrides: Sequence[str]):
     with initialize_config_module("diagnosis.conf", version_base=None):
-        return compose("config", overrides=[
-            "search=continuous", "monitor=none", f"seed={seed}", f"task={config.task}", f"policy.name={config.policy}",
-            f"task.exclude=[{config.exclude}]", f"search.embedding={embedding}",
-            f"search.total_steps={config.total_steps}", *overrides,
-        ])  # fmt: skip
+        return compose(
+            "config",
+            overrides=[
+                "search=continuous",
+                "monitor=none",
+                f"seed={seed}",
+                f"task={config.task}",
+                f"policy.name={config.policy}",
+                f"task.exclude=[{config.exclude}]",
+                f"search.embedding={embedding}",
+                f"search.total_steps={config.total_steps}",
+                *overrides,
+            ],
+        )
 
 
 def evaluate_search(
-    label: str, run_dir: Path, config: ContinuousEvalConfig, *, embedder: SceneEmbedder, frames: np.ndarray,
-    names: list[str], truth: GroundTruth, discrete: dict[str, dict[str, float]], summary: dict[str, Any],
+    label: str,
+    run_dir: Path,
+    config: ContinuousEvalConfig,
+    *,
+    embedder: SceneEmbedder,
+    frames: np.ndarray,
+    names: list[str],
+    truth: GroundTruth,
+    discrete: dict[str, dict[str, float]],
+    summary: dict[str, Any],
 ) -> dict[str, Any]:
     """Every measure of one finished continuous search (see the module docstring)."""
     unseen = scored(config)
@@ -169,12 +189,19 @@ def evaluate_search(
     seen_scores = {r["perturbation"]: r["score"] for r in summary["ranking"]}
     seen = list(seen_scores)
     consistency = [pair_agreement(seen_scores, ranking, seen) for ranking in discrete.values()]
-    taus = [kendalltau([seen_scores[n] for n in seen], [ranking[n] for n in seen]).statistic for ranking in discrete.values()]
+    taus = [
+        kendalltau([seen_scores[n] for n in seen], [ranking[n] for n in seen]).statistic
+        for ranking in discrete.values()
+    ]
     return {
-        "label": label, "run": str(run_dir), "steps": summary["budget"]["search_steps"],
-        "wall_s": summary["wall_time_s"], "failures_found": summary["failures_found"],
+        "label": label,
+        "run": str(run_dir),
+        "steps": summary["budget"]["search_steps"],
+        "wall_s": summary["wall_time_s"],
+        "failures_found": summary["failures_found"],
         **unseen_measures(log_density, truth, unseen),
-        "seen_pairwise": summary["ground_truth"]["pairwise_accuracy"], "seen_tau": summary["ground_truth"]["kendall_tau"],
+        "seen_pairwise": summary["ground_truth"]["pairwise_accuracy"],
+        "seen_tau": summary["ground_truth"]["kendall_tau"],
         "seen_pairwise_step0": summary["curve"][0]["pairwise_accuracy"],
         "consistency_pairs": float(np.mean(consistency)) if consistency else float("nan"),
         "consistency_tau": float(np.mean(taus)) if taus else float("nan"),
@@ -185,7 +212,11 @@ def evaluate_search(
 
 
 def reference_measures(
-    search: ContinuousSearch, embedder: SceneEmbedder, frames: np.ndarray, names: list[str], truth: GroundTruth,
+    search: ContinuousSearch,
+    embedder: SceneEmbedder,
+    frames: np.ndarray,
+    names: list[str],
+    truth: GroundTruth,
     unseen: list[str],
 ) -> dict[str, dict[str, float]]:
     """The non-learned references on the same embedding: the initial Gaussian and the success head."""
@@ -204,10 +235,14 @@ def balanced_embedding(trained: TrainedEmbedding, directory: Path, seed: int) ->
     """The same embedding with a class-balanced known set: every success and as many failures, drawn at random."""
     rng = np.random.default_rng(seed)
     successes = np.flatnonzero(~trained.failed)
-    failures = rng.choice(np.flatnonzero(trained.failed), size=min(len(successes), int(trained.failed.sum())), replace=False)
+    failures = rng.choice(
+        np.flatnonzero(trained.failed), size=min(len(successes), int(trained.failed.sum())), replace=False
+    )
     rows = np.sort(np.concatenate([successes, failures]))
     subset = dataclasses.replace(
-        trained, known=trained.known[rows], failed=trained.failed[rows],
+        trained,
+        known=trained.known[rows],
+        failed=trained.failed[rows],
         perturbations=[trained.perturbations[i] for i in rows],
     )
     return subset.save(directory)
@@ -246,9 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     references: dict[str, list[dict[str, float]]] = {}
     for index, seed in enumerate(seeds):
         embed_config = EmbedConfig(
-            task=config.task, data=",".join(map(str, runs)), policy=config.policy, exclude=config.exclude, seed=seed,
-            epochs=config.epochs, cache=config.cache,
-        )  # fmt: skip
+            task=config.task,
+            data=",".join(map(str, runs)),
+            policy=config.policy,
+            exclude=config.exclude,
+            seed=seed,
+            epochs=config.epochs,
+            cache=config.cache,
+        )
         trained = train_embedding(embed_config, image_encoder, text_encoder, progress=False)
         embedding = trained.save(work / f"embedding_seed{seed}")
         embedder = SceneEmbedder(trained, image=image_encoder)
@@ -256,8 +296,11 @@ def main(argv: list[str] | None = None) -> None:
         for key in ablations if index == 0 else []:
             label, overrides, source = *ABLATIONS[key], embedding
             if key == "sac":
-                overrides = ["search.algorithm=sac", f"search.total_steps={config.sac_steps}",
-                             f"search.curve_every={config.sac_steps // 5}"]  # fmt: skip
+                overrides = [
+                    "search.algorithm=sac",
+                    f"search.total_steps={config.sac_steps}",
+                    f"search.curve_every={config.sac_steps // 5}",
+                ]
             if key == "balanced":
                 source = balanced_embedding(trained, work / f"embedding_seed{seed}_balanced", seed)
             plan.append((f"{label} (seed {seed})", key, source, overrides))
@@ -266,8 +309,15 @@ def main(argv: list[str] | None = None) -> None:
             with contextlib.redirect_stdout(io.StringIO()):
                 summary = run_continuous_search(search_config(config, source, seed, overrides), run_dir)
             result = evaluate_search(
-                label, run_dir, config, embedder=embedder, frames=frames, names=names, truth=truth,
-                discrete=discrete, summary=summary,
+                label,
+                run_dir,
+                config,
+                embedder=embedder,
+                frames=frames,
+                names=names,
+                truth=truth,
+                discrete=discrete,
+                summary=summary,
             )
             result["main"] = key == "ppo16"
             results.append(result)
@@ -287,7 +337,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     print_table(results)
     write_markdown(
-        config, runs=runs, results=results, references=references, discrete=discrete_measures, unseen=unseen,
+        config,
+        runs=runs,
+        results=results,
+        references=references,
+        discrete=discrete_measures,
+        unseen=unseen,
         wall_s=time.perf_counter() - started,
     )
     main_rows = [r for r in results if r["main"]]
@@ -305,8 +360,13 @@ def print_table(results: list[dict[str, Any]]) -> None:
         table.add_column(column, justify="left" if column == "search" else "right")
     for r in results:
         table.add_row(
-            r["label"], f"{r['unseen_pairwise']:.3f}", f"{r['unseen_tau']:.3f}", f"{r['mixed_pairwise']:.3f}",
-            f"{r['seen_pairwise']:.3f}", f"{r['seen_tau']:.3f}", f"{r['consistency_pairs']:.3f}",
+            r["label"],
+            f"{r['unseen_pairwise']:.3f}",
+            f"{r['unseen_tau']:.3f}",
+            f"{r['mixed_pairwise']:.3f}",
+            f"{r['seen_pairwise']:.3f}",
+            f"{r['seen_tau']:.3f}",
+            f"{r['consistency_pairs']:.3f}",
         )
     Console(width=160).print(table)
 
@@ -323,25 +383,45 @@ def main_rows(config: ContinuousEvalConfig, main: list[dict[str, Any]]) -> list[
         return mean_sd([r[key] for r in main])
 
     return [
-        ["unseen pairwise accuracy (target ≥ 0.70; RoboMD 0.61–0.80)", over("unseen_pairwise"),
-         str(main[0]["unseen_pairs"])],
+        [
+            "unseen pairwise accuracy (target ≥ 0.70; RoboMD 0.61–0.80)",
+            over("unseen_pairwise"),
+            str(main[0]["unseen_pairs"]),
+        ],
         ["unseen Kendall τ", over("unseen_tau"), ""],
-        ["mixed: all 36 ranked from first frames, pairs with ≥ 1 unseen", over("mixed_pairwise"),
-         str(main[0]["mixed_pairs"])],
+        [
+            "mixed: all 36 ranked from first frames, pairs with ≥ 1 unseen",
+            over("mixed_pairwise"),
+            str(main[0]["mixed_pairs"]),
+        ],
         ["seen: search ranking vs ground truth, pairwise", over("seen_pairwise"), ""],
         ["seen: Kendall τ", over("seen_tau"), ""],
         ["seen: same ranking before any training (initial Gaussian), pairwise", over("seen_pairwise_step0"), ""],
-        [f"rank consistency with the discrete {config.discrete} search (share of pairs ordered alike, RoboMD "
-         "Table IV)", over("consistency_pairs"), ""],
+        [
+            f"rank consistency with the discrete {config.discrete} search (share of pairs ordered alike, RoboMD "
+            "Table IV)",
+            over("consistency_pairs"),
+            "",
+        ],
         ["rank consistency, Kendall τ", over("consistency_tau"), ""],
-        ["reliability: distance to the nearest known embedding / spread, unseen vs seen",
-         f"{over('reliability_unseen')} vs {over('reliability_seen')}", ""],
-    ]  # fmt: skip
+        [
+            "reliability: distance to the nearest known embedding / spread, unseen vs seen",
+            f"{over('reliability_unseen')} vs {over('reliability_seen')}",
+            "",
+        ],
+    ]
 
 
 def run_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    keys = ("unseen_pairwise", "unseen_tau", "mixed_pairwise", "seen_pairwise", "seen_tau", "seen_pairwise_step0",
-            "consistency_pairs")  # fmt: skip
+    keys = (
+        "unseen_pairwise",
+        "unseen_tau",
+        "mixed_pairwise",
+        "seen_pairwise",
+        "seen_tau",
+        "seen_pairwise_step0",
+        "consistency_pairs",
+    )
     return [
         [r["label"], *(f"{r[k]:.3f}" for k in keys), f"{r['failures_found']}/{r['steps']}", f"{r['wall_s']:.0f}"]
         for r in results
@@ -355,17 +435,27 @@ def reference_rows(references: dict[str, list[dict[str, float]]]) -> list[list[s
 
 def discrete_rows(discrete: dict[str, dict[str, Any]]) -> list[list[str]]:
     return [
-        [run, f"{m['pairwise_accuracy']:.3f}", f"{m['kendall_tau']:.3f}",
-         f"{m['unseen_as_ranked']['unseen_pairwise']:.3f}", f"{m['unseen_as_ranked']['unseen_tau']:.3f}"]
+        [
+            run,
+            f"{m['pairwise_accuracy']:.3f}",
+            f"{m['kendall_tau']:.3f}",
+            f"{m['unseen_as_ranked']['unseen_pairwise']:.3f}",
+            f"{m['unseen_as_ranked']['unseen_tau']:.3f}",
+        ]
         for run, m in discrete.items()
-    ]  # fmt: skip
+    ]
 
 
 def write_markdown(
-    config: ContinuousEvalConfig, *, runs: list[Path], results: list[dict[str, Any]],
-    references: dict[str, list[dict[str, float]]], discrete: dict[str, dict[str, Any]], unseen: list[str],
+    config: ContinuousEvalConfig,
+    *,
+    runs: list[Path],
+    results: list[dict[str, Any]],
+    references: dict[str, list[dict[str, float]]],
+    discrete: dict[str, dict[str, Any]],
+    unseen: list[str],
     wall_s: float,
-) -> None:  # fmt: skip
+) -> None:
     """`config.out` (the tables) and the same path with .json (every measure, for later comparison)."""
     defaults = dataclasses.asdict(ContinuousEvalConfig())
     given = {k: v for k, v in dataclasses.asdict(config).items() if v != defaults[k]}
@@ -376,32 +466,62 @@ def write_markdown(
     validation = f" **Validation run**: the unseen measures are computed on {', '.join(unseen)} only."
     target = np.mean([r["unseen_pairwise"] for r in main]) >= 0.70
     lines = [
-        f"# Continuous failure search: {config.task}, {config.policy}", "",
-        f"Command: `{command}` ({wall_s / 60:.1f} min on 2 shared CPU cores, torch 1 thread).", "",
+        f"# Continuous failure search: {config.task}, {config.policy}",
+        "",
+        f"Command: `{command}` ({wall_s / 60:.1f} min on 2 shared CPU cores, torch 1 thread).",
+        "",
         f"Embedding training data: the finished search runs {', '.join(r.name for r in runs)}, minus every rollout "
         f"that involved a held-out perturbation. Held out (unseen by the embedding and the search): {held_out}"
         " — ground-truth success rate in brackets; why these are a fair test: experiments/embedding_quality.py "
         "HELD_OUT." + (validation if config.evaluate else "") + " Unseen perturbations are placed in the embedding "
         f"from their description and the first frame of the perturbed scene at {config.ranking_seeds} nominal "
         "initial states (no rollout), then ranked by the search agent's Gaussian log-density. PPO: "
-        f"{config.total_steps} search steps (nearest-neighbour lookups, no rollouts).", "",
-        "## Main result (PPO, 16 principal directions; mean ± sd over seeds " + config.seeds + ")", "",
-        markdown_table(["measure", "value", "pairs"], main_rows(config, main)), "",
-        "Predicted unseen order (most failure-prone first) per seed:", "",
-        *(f"- {r['label']}: " + ", ".join(f"{n} ({truth.entries[n].success_rate:.2f})" for n in r["unseen_order"])
-          for r in main),
-        "", "## All runs", "",
-        markdown_table(["search", "unseen pairwise", "unseen τ", "mixed pairwise", "seen pairwise", "seen τ",
-                        "seen pairwise at step 0", "consistency with discrete", "failures found / steps", "wall s"],
-                       run_rows(results)), "",
-        "## References on the same embeddings (unseen ranking; mean ± sd over seeds)", "",
-        markdown_table(["ranking", "unseen pairwise", "unseen τ", "mixed pairwise"], reference_rows(references)), "",
-        f"## The discrete {config.discrete} search on the same perturbations", "",
+        f"{config.total_steps} search steps (nearest-neighbour lookups, no rollouts).",
+        "",
+        "## Main result (PPO, 16 principal directions; mean ± sd over seeds " + config.seeds + ")",
+        "",
+        markdown_table(["measure", "value", "pairs"], main_rows(config, main)),
+        "",
+        "Predicted unseen order (most failure-prone first) per seed:",
+        "",
+        *(
+            f"- {r['label']}: " + ", ".join(f"{n} ({truth.entries[n].success_rate:.2f})" for n in r["unseen_order"])
+            for r in main
+        ),
+        "",
+        "## All runs",
+        "",
+        markdown_table(
+            [
+                "search",
+                "unseen pairwise",
+                "unseen τ",
+                "mixed pairwise",
+                "seen pairwise",
+                "seen τ",
+                "seen pairwise at step 0",
+                "consistency with discrete",
+                "failures found / steps",
+                "wall s",
+            ],
+            run_rows(results),
+        ),
+        "",
+        "## References on the same embeddings (unseen ranking; mean ± sd over seeds)",
+        "",
+        markdown_table(["ranking", "unseen pairwise", "unseen τ", "mixed pairwise"], reference_rows(references)),
+        "",
+        f"## The discrete {config.discrete} search on the same perturbations",
+        "",
         "It rolled every perturbation out (nothing held out), so its unseen numbers are an upper reference, not a "
-        "competitor.", "",
-        markdown_table(["run", "pairwise (all 36)", "τ (all 36)", "held-out pairwise", "held-out τ"],
-                       discrete_rows(discrete)), "",
-        "## Notes", "",
+        "competitor.",
+        "",
+        markdown_table(
+            ["run", "pairwise (all 36)", "τ (all 36)", "held-out pairwise", "held-out τ"], discrete_rows(discrete)
+        ),
+        "",
+        "## Notes",
+        "",
         f"- Target (unseen pairwise accuracy ≥ 0.70) {'met' if target else 'NOT met'} by the main configuration.",
         "- Protocol: the action space (one scale for all principal directions vs whitened) was chosen on a validation "
         "run that holds out six other seen perturbations on top of these and scores only those "
@@ -411,7 +531,7 @@ def write_markdown(
         "the centroid already lies among the failures, so compare it with the trained agent to see what training adds.",
         "- The success head is the embedding's own classifier, not RoboMD's density ranking; it is shown as a "
         "reference for what the embedding knows about an unseen perturbation.",
-    ]  # fmt: skip
+    ]
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
     Path(config.out).write_text("\n".join(lines) + "\n")
     record = {"command": command, "results": results, "references": references, "discrete": discrete}

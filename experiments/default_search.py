@@ -60,10 +60,17 @@ class DefaultSearchConfig:
 
 def run_once(config: DefaultSearchConfig, name: str, overrides: list[str]) -> dict[str, Any]:
     """One search, or the summary of the finished one in its folder (an unfinished one resumes)."""
-    return run_or_reuse(Path(config.runs) / config.task / name, [
-        f"task={config.task}", f"policy.name={config.policy}", f"search.total_rollouts={config.rollouts}",
-        f"search.n_envs={config.n_envs}", "report.videos=false", *overrides,
-    ])
+    return run_or_reuse(
+        Path(config.runs) / config.task / name,
+        [
+            f"task={config.task}",
+            f"policy.name={config.policy}",
+            f"search.total_rollouts={config.rollouts}",
+            f"search.n_envs={config.n_envs}",
+            "report.videos=false",
+            *overrides,
+        ],
+    )
 
 
 def scored(summary: dict[str, Any], run_dir: Path, truth) -> dict[str, float]:
@@ -73,7 +80,8 @@ def scored(summary: dict[str, Any], run_dir: Path, truth) -> dict[str, float]:
     ranking = Ranking.from_rows(summary["ranking"])
     spent = [row["perturbations"] for row in read_rollouts(run_dir / "failures.hdf5")]
     return {
-        **ranking.metrics(), **compare(ranking, truth, k=5),
+        **ranking.metrics(),
+        **compare(ranking, truth, k=5),
         "budget_on_true_top5": budget_on_worst(spent, truth, list(ranking.names), 5),
         "true_top5_size": len(truly_worst(truth, list(ranking.names), 5)),
     }
@@ -97,12 +105,17 @@ def main(argv: list[str] | None = None) -> None:
         for label, extra in MONITORS.items():
             name = f"{methods[0]}_seed0_monitor" + ("" if not extra else "_" + "_".join(e.split("=")[1] for e in extra))
             summary = run_once(config, name, [f"search={methods[0]}", "seed=0", *extra])
-            unmonitored = json.loads((Path(config.runs) / config.task / f"{methods[0]}_seed0" / "summary.json").read_text())
+            unmonitored = json.loads(
+                (Path(config.runs) / config.task / f"{methods[0]}_seed0" / "summary.json").read_text()
+            )
             same = [(r["perturbation"], r["score"]) for r in summary["ranking"]] == [
                 (r["perturbation"], r["score"]) for r in unmonitored["ranking"]
             ]
-            monitors[label] = {"monitor": summary["monitor"], "same_ranking_as_monitor_none": same,
-                               "wall_time_s": summary["wall_time_s"]}
+            monitors[label] = {
+                "monitor": summary["monitor"],
+                "same_ranking_as_monitor_none": same,
+                "wall_time_s": summary["wall_time_s"],
+            }
     write_results(config, methods, per_method, wall, monitors, time.perf_counter() - started)
 
 
@@ -111,13 +124,20 @@ def mean_std(values: list[float]) -> str:
 
 
 def write_results(
-    config: DefaultSearchConfig, methods: list[str], per_method: dict[str, list[dict[str, float]]],
-    wall: dict[str, list[float]], monitors: dict[str, dict[str, Any]], elapsed: float,
+    config: DefaultSearchConfig,
+    methods: list[str],
+    per_method: dict[str, list[dict[str, float]]],
+    wall: dict[str, list[float]],
+    monitors: dict[str, dict[str, Any]],
+    elapsed: float,
 ) -> None:
     some = per_method[methods[0]][0]
     rows = [
-        [method, *(mean_std([run[key] for run in per_method[method]]) for key in METRICS),
-         f"{np.mean(wall[method]):.0f}"]
+        [
+            method,
+            *(mean_std([run[key] for run in per_method[method]]) for key in METRICS),
+            f"{np.mean(wall[method]):.0f}",
+        ]
         for method in methods
     ]
     lines = [
@@ -139,38 +159,62 @@ def write_results(
     ]
     best = {key: max(methods, key=lambda m: np.mean([run[key] for run in per_method[m]])) for key in METRICS}
     lines.append(
-        "Best mean per metric: " + ", ".join(f"{METRICS[k]}: {best[k]}" for k in METRICS if k not in ("entropy", "fsi"))
+        "Best mean per metric: "
+        + ", ".join(f"{METRICS[k]}: {best[k]}" for k in METRICS if k not in ("entropy", "fsi"))
         + "."
     )
     if monitors:
-        lines += ["", f"## The main job's monitor (seed 0, search={methods[0]}, the defaults)", "",
-                  "TPR: failed rollouts (simulator) the monitor flagged; TNR: successful ones it left alone. 'Without "
-                  "the overrun rule' drops the rule that frames past the end of every calibration episode are "
-                  "failures. 'Predicted' counts caught failures first flagged before the robot had moved (the "
-                  "scene alone looked wrong).", ""]
+        lines += [
+            "",
+            f"## The main job's monitor (seed 0, search={methods[0]}, the defaults)",
+            "",
+            "TPR: failed rollouts (simulator) the monitor flagged; TNR: successful ones it left alone. 'Without "
+            "the overrun rule' drops the rule that frames past the end of every calibration episode are "
+            "failures. 'Predicted' counts caught failures first flagged before the robot had moved (the "
+            "scene alone looked wrong).",
+            "",
+        ]
         table = []
         for label, entry in monitors.items():
             m = entry["monitor"]
             w = m["without_overrun"]
-            table.append([
-                label, f"{m['tpr']:.2f} ({m['true_positive']}/{m['sim_failures']})",
-                f"{m['tnr']:.2f} ({m['true_negative']}/{m['sim_successes']})",
-                f"{w['tpr']:.2f} ({w['true_positive']}/{m['sim_failures']})", f"{w['tnr']:.2f}",
-                f"{m['predicted']}/{m['true_positive']}", f"{m['median_first_anomaly']}",
-                f"{m['median_first_failure_acting']}", "yes" if entry["same_ranking_as_monitor_none"] else "NO",
-                f"{entry['wall_time_s']:.0f}",
-            ])
-        lines.append(markdown_table(
-            ["monitor", "TPR", "TNR", "TPR without overrun", "TNR without overrun", "predicted",
-             "median first anomaly", "median first failure once moving", "ranking = monitor=none run",
-             "wall time (s)"], table,
-        ))
+            table.append(
+                [
+                    label,
+                    f"{m['tpr']:.2f} ({m['true_positive']}/{m['sim_failures']})",
+                    f"{m['tnr']:.2f} ({m['true_negative']}/{m['sim_successes']})",
+                    f"{w['tpr']:.2f} ({w['true_positive']}/{m['sim_failures']})",
+                    f"{w['tnr']:.2f}",
+                    f"{m['predicted']}/{m['true_positive']}",
+                    f"{m['median_first_anomaly']}",
+                    f"{m['median_first_failure_acting']}",
+                    "yes" if entry["same_ranking_as_monitor_none"] else "NO",
+                    f"{entry['wall_time_s']:.0f}",
+                ]
+            )
+        lines.append(
+            markdown_table(
+                [
+                    "monitor",
+                    "TPR",
+                    "TNR",
+                    "TPR without overrun",
+                    "TNR without overrun",
+                    "predicted",
+                    "median first anomaly",
+                    "median first failure once moving",
+                    "ranking = monitor=none run",
+                    "wall time (s)",
+                ],
+                table,
+            )
+        )
     lines += ["", f"Experiment wall time: {elapsed / 60:.0f} min (finished runs are reused)."]
     stem = Path(config.out) / f"default_search_{config.task}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    stem.with_suffix(".json").write_text(json.dumps(
-        {"config": config.__dict__, "runs": per_method, "wall_time_s": wall, "monitors": monitors}, indent=1
-    ))
+    stem.with_suffix(".json").write_text(
+        json.dumps({"config": config.__dict__, "runs": per_method, "wall_time_s": wall, "monitors": monitors}, indent=1)
+    )
     print("\n".join(lines))
     headline = per_method[methods[0]]
     print(f"pairwise_accuracy: {mean_std([r['pairwise_accuracy'] for r in headline])}")

@@ -45,13 +45,18 @@ from diagnosis.embed import (
     rollout_image_features,
     split,
     train_model,
-)  # fmt: skip
+)
 from envs.cli import parse_config
 
 HELD_OUT = (
-    "cube_color_blue", "table_color_gray", "robot_color_green", "light_color_blue", "cube_size_0.04x0.04x0.04",
-    "camera_shift_left", "light_dim",
-)  # fmt: skip
+    "cube_color_blue",
+    "table_color_gray",
+    "robot_color_green",
+    "light_color_blue",
+    "cube_size_0.04x0.04x0.04",
+    "camera_shift_left",
+    "light_dim",
+)
 """Lift perturbations kept out of everything the embedding and the continuous search see. Each is a variant of a
 family whose other members are seen (RoboMD's "black table" when red/green/blue tables were tried): cube colour
 (red, green, gray seen), table colour (green, blue, red seen), robot colour (red, cyan, gray seen), light colour
@@ -98,10 +103,12 @@ def finished_runs(data: str, methods: Sequence[str]) -> list[Path]:
     if len(paths) == 1 and not (paths[0] / "failures.hdf5").exists():
         root = paths[0]
         paths = sorted(
-            run for run in root.iterdir()
-            if run.name.split("_")[0] in methods and (run / "summary.json").is_file()
+            run
+            for run in root.iterdir()
+            if run.name.split("_")[0] in methods
+            and (run / "summary.json").is_file()
             and json.loads((run / "summary.json").read_text()).get("status") == "complete"
-        )  # fmt: skip
+        )
         if not paths:
             raise ValueError(f"no finished search runs of {', '.join(methods)} in {root}")
     return paths
@@ -133,11 +140,13 @@ def confusion_metrics(embeddings: np.ndarray, rollouts: Rollouts) -> tuple[dict[
     off = ~np.eye(len(names), dtype=bool)
     metrics = {
         "perturbations": len(names),
-        "mse_raw": float(((raw - identity) ** 2).mean()), "frobenius_raw": float(np.linalg.norm(raw - identity)),
+        "mse_raw": float(((raw - identity) ** 2).mean()),
+        "frobenius_raw": float(np.linalg.norm(raw - identity)),
         "mse_centred": float(((centred - identity) ** 2).mean()),
         "frobenius_centred": float(np.linalg.norm(centred - identity)),
-        "cos_same_outcome": float(centred[same & off].mean()), "cos_other_outcome": float(centred[~same].mean()),
-    }  # fmt: skip
+        "cos_same_outcome": float(centred[same & off].mean()),
+        "cos_other_outcome": float(centred[~same].mean()),
+    }
     order = np.argsort(-rates, kind="stable")
     return metrics, [names[i] for i in order], centred[np.ix_(order, order)]
 
@@ -148,8 +157,13 @@ def evaluate_variant(
     embed = EmbedConfig(task=config.task, epochs=config.epochs, seed=config.seed, **VARIANTS[name])
     started = time.perf_counter()
     image = rollout_image_features(
-        rollouts, config.task, load_image_encoder(embed.image_encoder), encoder_name=embed.image_encoder,
-        frames=embed.frames, mean_frames=embed.mean_frames, cache=config.cache or None,
+        rollouts,
+        config.task,
+        load_image_encoder(embed.image_encoder),
+        encoder_name=embed.image_encoder,
+        frames=embed.frames,
+        mean_frames=embed.mean_frames,
+        cache=config.cache or None,
     )
     features_s = time.perf_counter() - started
     text = perturbation_text_features(text_table, rollouts.perturbations) if embed.text_encoder != "none" else None
@@ -162,10 +176,13 @@ def evaluate_variant(
     metrics: dict[str, float] = {
         "head_accuracy": float(((failure_prob[valid] >= 0.5) == rollouts.failed[valid]).mean()),
         **{
-            f"knn{k}": knn_accuracy(embeddings[train], rollouts.failed[train], embeddings[valid], rollouts.failed[valid], k)
+            f"knn{k}": knn_accuracy(
+                embeddings[train], rollouts.failed[train], embeddings[valid], rollouts.failed[valid], k
+            )
             for k in KS
         },
-        "features_s": features_s, "train_s": train_s,
+        "features_s": features_s,
+        "train_s": train_s,
     }
     confusion, names, matrix = confusion_metrics(embeddings, rollouts)
     metrics.update(confusion)
@@ -217,9 +234,14 @@ def main(argv: list[str] | None = None) -> None:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, m in results.items():
         table.add_row(
-            name, f"{m['head_accuracy']:.3f}", *(f"{m[f'knn{k}']:.3f}" for k in KS), f"{m['mse_raw']:.3f}",
-            f"{m['mse_centred']:.3f}", f"{m['cos_same_outcome']:.2f}", f"{m['cos_other_outcome']:.2f}",
-        )  # fmt: skip
+            name,
+            f"{m['head_accuracy']:.3f}",
+            *(f"{m[f'knn{k}']:.3f}" for k in KS),
+            f"{m['mse_raw']:.3f}",
+            f"{m['mse_centred']:.3f}",
+            f"{m['cos_same_outcome']:.2f}",
+            f"{m['cos_other_outcome']:.2f}",
+        )
     Console(width=160).print(table)
 
     out = Path(config.out)
@@ -229,8 +251,14 @@ def main(argv: list[str] | None = None) -> None:
         plot_confusions(figure, panels)
     wall_s = time.perf_counter() - started
     write_markdown(
-        out, figure=figure if panels else None, config=config, runs=runs, rollouts=rollouts, exclude=exclude,
-        results=results, wall_s=wall_s,
+        out,
+        figure=figure if panels else None,
+        config=config,
+        runs=runs,
+        rollouts=rollouts,
+        exclude=exclude,
+        results=results,
+        wall_s=wall_s,
     )
     full = results.get("full", next(iter(results.values())))
     print(
@@ -240,23 +268,34 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_markdown(
-    out: Path, *, figure: Path | None, config: QualityConfig, runs: list[Path],
-    rollouts: Rollouts, exclude: list[str], results: dict[str, dict[str, float]], wall_s: float,
+    out: Path,
+    *,
+    figure: Path | None,
+    config: QualityConfig,
+    runs: list[Path],
+    rollouts: Rollouts,
+    exclude: list[str],
+    results: dict[str, dict[str, float]],
+    wall_s: float,
 ) -> None:
     defaults = dataclasses.asdict(QualityConfig())
     given = {k: v for k, v in dataclasses.asdict(config).items() if v != defaults[k]}
     command = " ".join(["python -m experiments.embedding_quality", *(f"{k}={v}" for k, v in given.items())])
     valid = int(round(0.2 * len(rollouts)))
     lines = [
-        f"# Failure embedding quality: {config.task}", "",
+        f"# Failure embedding quality: {config.task}",
+        "",
         f"Command: `{command}` ({wall_s / 60:.1f} min on 2 shared CPU cores, torch 1 thread; image features cached "
-        f"under {config.cache})", "",
+        f"under {config.cache})",
+        "",
         f"Data: {len(rollouts)} rollouts ({rollouts.failed.mean():.0%} failed) of the finished search runs "
         f"{', '.join(r.name for r in runs)} (lift_bc_image; frames stored), after dropping every rollout that involved "
         f"a held-out perturbation: {', '.join(exclude)}. Seed {config.seed}: one stratified split, ~{valid} rollouts "
         f"held out of training; every number below is measured on them (kNN against the training embeddings). "
-        f"{config.epochs} epochs, embedding R^512, margin 1, λ = 1.", "",
-        "| variant | what changes | head acc | " + " | ".join(f"kNN-{k}" for k in KS)
+        f"{config.epochs} epochs, embedding R^512, margin 1, λ = 1.",
+        "",
+        "| variant | what changes | head acc | "
+        + " | ".join(f"kNN-{k}" for k in KS)
         + " | MSE to I (raw) | ‖C−I‖_F (raw) | MSE to I (centred) | ‖C−I‖_F (centred) | cos same outcome | "
         "cos other outcome | features s | train s |",
         "|---|---|" + "---|" * (len(KS) + 9),
@@ -265,9 +304,11 @@ def write_markdown(
         change = ", ".join(f"{k}={v}" for k, v in VARIANTS[name].items())
         change = change or "default: image+text, BCE+contrastive, first frame, stages 2-4"
         lines.append(
-            f"| {name} | {change} | {m['head_accuracy']:.3f} | " + " | ".join(f"{m[f'knn{k}']:.3f}" for k in KS)
-            + f" | {m['mse_raw']:.3f} | {m['frobenius_raw']:.2f} | {m['mse_centred']:.3f} | {m['frobenius_centred']:.2f}"
-            f" | {m['cos_same_outcome']:.2f} | {m['cos_other_outcome']:.2f} | {m['features_s']:.0f} | {m['train_s']:.0f} |"
+            f"| {name} | {change} | {m['head_accuracy']:.3f} | "
+            + " | ".join(f"{m[f'knn{k}']:.3f}" for k in KS)
+            + f" | {m['mse_raw']:.3f} | {m['frobenius_raw']:.2f} | {m['mse_centred']:.3f}"
+            f" | {m['frobenius_centred']:.2f} | {m['cos_same_outcome']:.2f} | {m['cos_other_outcome']:.2f}"
+            f" | {m['features_s']:.0f} | {m['train_s']:.0f} |"
         )
     n = next(iter(results.values()))["perturbations"]
     lines += [
@@ -290,8 +331,10 @@ def reading(results: dict[str, dict[str, float]]) -> list[str]:
         return ["- (the default variant was not run)"]
     full = results["full"]
     what = {
-        "image_only": "dropping the perturbation text", "bce_only": "dropping the contrastive term",
-        "image_only_bce_only": "dropping both", "mean_frames": "averaging 16 frames instead of the first",
+        "image_only": "dropping the perturbation text",
+        "bce_only": "dropping the contrastive term",
+        "image_only_bce_only": "dropping both",
+        "mean_frames": "averaging 16 frames instead of the first",
         "last_stage": "the last EfficientNet stage alone instead of stages 2-4",
     }
     lines = []

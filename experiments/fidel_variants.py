@@ -35,8 +35,15 @@ from monitor.scoring import LABELS, CachedEncoder, SimFailsSplit, episode_group,
 
 # Variants: changes to FidelConfig fields (ot.* / memory.* keys go to OTConfig / MemoryConfig) from FIDeL as
 # published (PUBLISHED).
-PUBLISHED = {"frame_score": "transport", "top_k": 1, "heatmap": "min", "time_weight": 0.0, "lag": None,
-             "time_score_weight": 0.0, "ot.position_weight": 0.0}  # fmt: skip
+PUBLISHED = {
+    "frame_score": "transport",
+    "top_k": 1,
+    "heatmap": "min",
+    "time_weight": 0.0,
+    "lag": None,
+    "time_score_weight": 0.0,
+    "ot.position_weight": 0.0,
+}
 TOP3 = {"frame_score": "heatmap", "top_k": 3, "heatmap": "transport"}
 """The transported-cost heatmap's top-3 mean as the frame score."""
 VARIANTS: dict[str, dict | None] = {
@@ -61,11 +68,19 @@ VARIANTS: dict[str, dict | None] = {
     "top-3 transported, time γ=1, ε=1": {**TOP3, "time_weight": 1.0, "ot.epsilon": 1.0},
     "top-3 transported, time γ=1, σ floor 0.2": {**TOP3, "time_weight": 1.0, "memory.sigma_floor": 0.2},
     "top-3 transported, time γ=1, λ=1": {**TOP3, "time_weight": 1.0, "ot.position_weight": 1.0},
-    "top-3 transported, time γ=1, λ=0.3, full search": {**TOP3, "time_weight": 1.0, "ot.position_weight": 0.3,
-                                                        "window": None},
+    "top-3 transported, time γ=1, λ=0.3, full search": {
+        **TOP3,
+        "time_weight": 1.0,
+        "ot.position_weight": 0.3,
+        "window": None,
+    },
     "top-3 transported, time γ=1, λ=0.3, lag 1": {**TOP3, "time_weight": 1.0, "ot.position_weight": 0.3, "lag": 1},
-    "top-3 transported, time γ=1, λ=0.3, score + 1·abs(t_min − k)/T": {**TOP3, "time_weight": 1.0,
-                                                                   "ot.position_weight": 0.3, "time_score_weight": 1.0},
+    "top-3 transported, time γ=1, λ=0.3, score + 1·abs(t_min − k)/T": {
+        **TOP3,
+        "time_weight": 1.0,
+        "ot.position_weight": 0.3,
+        "time_score_weight": 1.0,
+    },
     "defaults: top-3 transported, time γ=1, λ=0.3": None,
 }
 """name → changes to FIDeL as published; None = FidelConfig's defaults."""
@@ -165,8 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     path = simfails_path(config.data, config.task, config.policy)
     splits = {name: SimFailsSplit.read(path, name) for name in ("fit", "filter")}
-    encoder_config = EncoderConfig() if not config.stages else EncoderConfig(
-        stages=tuple(int(s) for s in config.stages.split(","))
+    encoder_config = (
+        EncoderConfig() if not config.stages else EncoderConfig(stages=tuple(int(s) for s in config.stages.split(",")))
     )
     base = FidelConfig(alpha=config.alpha, encoder=encoder_config)
     encoder = PatchEncoder(encoder_config)
@@ -207,8 +222,13 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         frames = [e["frames"] for e in splits["fit"].episodes]
         monitor = fit_monitor(
-            method=method, task=config.task, frames=frames, features=features["fit"], encoder=encoder,
-            alpha=config.alpha, autoencoder_epochs=0,
+            method=method,
+            task=config.task,
+            frames=frames,
+            features=features["fit"],
+            encoder=encoder,
+            alpha=config.alpha,
+            autoencoder_epochs=0,
         )
         episodes = [e["frames"] for e in test.episodes]
         scores = score_baseline(monitor, episodes, features["filter"]).score

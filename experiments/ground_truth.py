@@ -1,4 +1,5 @@
-"""`python -m experiments.ground_truth task=lift policy=lift_bc_image episodes=20`: success rate under every perturbation.
+"""`python -m experiments.ground_truth task=lift policy=lift_bc_image episodes=20`: success rate under every
+perturbation.
 
 Plain rollouts, nothing learned: every perturbation of the task (and the nominal scene) is evaluated on the same
 seeds 0..episodes-1. Writes experiments/results/ground_truth_<policy>.json and .md. Every ranking FailScope
@@ -48,8 +49,14 @@ def entry(name: str, description: str, family: str, successes: list[bool]) -> di
     n, k = len(successes), int(sum(successes))
     low, high = wilson_interval(k, n)
     return {
-        "perturbation": name, "family": family, "description": description, "episodes": n, "successes": k,
-        "success_rate": k / n, "wilson95": [round(low, 4), round(high, 4)], "seeds": [0, n - 1],
+        "perturbation": name,
+        "family": family,
+        "description": description,
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n,
+        "wilson95": [round(low, 4), round(high, 4)],
+        "seeds": [0, n - 1],
         "outcomes": [int(s) for s in successes],
     }
 
@@ -77,16 +84,24 @@ def main(argv: list[str] | None = None) -> None:
             partial_path.write_text(json.dumps(done))
     rows = [done[n] for n in names]
     result = {
-        "task": spec.name, "policy": config.policy, "episodes": config.episodes,
-        "command": f"python -m experiments.ground_truth task={spec.name} policy={config.policy} episodes={config.episodes}",
-        "wall_time_s": round(time.perf_counter() - started, 1), "perturbations": rows,
+        "task": spec.name,
+        "policy": config.policy,
+        "episodes": config.episodes,
+        "command": (
+            f"python -m experiments.ground_truth task={spec.name} policy={config.policy} episodes={config.episodes}"
+        ),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "perturbations": rows,
     }
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     partial_path.unlink(missing_ok=True)
     lines = [
-        f"# Ground truth: {config.policy} on {spec.name}", "",
-        f"Command: `{result['command']}` (seeds 0..{config.episodes - 1} for every row)", "",
-        "| perturbation | family | success | 95% Wilson | description |", "|---|---|---|---|---|",
+        f"# Ground truth: {config.policy} on {spec.name}",
+        "",
+        f"Command: `{result['command']}` (seeds 0..{config.episodes - 1} for every row)",
+        "",
+        "| perturbation | family | success | 95% Wilson | description |",
+        "|---|---|---|---|---|",
     ]
     for row in sorted(rows, key=lambda r: r["success_rate"]):
         low, high = row["wilson95"]

@@ -90,8 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     monitors = {"fidel": fit_fidel(FidelConfig(alpha=config.alpha), config.task, splits["fit"], cached)}
     for method in BASELINES:
         monitors[method] = fit_monitor(
-            method=method, task=config.task, frames=fit_frames, features=features["fit"], encoder=encoder,
-            alpha=config.alpha, autoencoder_epochs=0,
+            method=method,
+            task=config.task,
+            frames=fit_frames,
+            features=features["fit"],
+            encoder=encoder,
+            alpha=config.alpha,
+            autoencoder_epochs=0,
         )
 
     sections = []
@@ -106,10 +111,13 @@ def main(argv: list[str] | None = None) -> None:
         family = np.repeat([e["family"] or "nominal" for e in split.episodes], lengths)
         rows = []
         for method, values in scores.items():
-            rows.append([
-                LABELS[method], f"{100 * auroc(values, split.anomaly):.1f}",
-                f"{100 * auroc(values[~ambiguous], split.anomaly[~ambiguous]):.1f}",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    LABELS[method],
+                    f"{100 * auroc(values, split.anomaly):.1f}",
+                    f"{100 * auroc(values[~ambiguous], split.anomaly[~ambiguous]):.1f}",
+                ]
+            )
         best = max(BASELINES, key=lambda m: auroc(scores[m], split.anomaly))
         best_auroc = 100 * auroc(scores[best], split.anomaly)
         clear = max(100 * auroc(scores[m][~ambiguous], split.anomaly[~ambiguous]) for m in BASELINES)
@@ -127,10 +135,16 @@ def main(argv: list[str] | None = None) -> None:
             f"{clear:.1f}, so the same margin would need {clear + MARGIN:.1f}."
         )
         section = [
-            f"## {name} split ({len(split.episodes)} episodes, {len(split.anomaly)} frames)", "",
-            markdown_table(["method", "AUROC", "AUROC without ambiguous frames"], rows), "", headroom, "",
-            "Points of the AUROC deficit carried by each family's frames (anomalous frames / normal frames):", "",
-            markdown_table(family_header, family_rows), "",
+            f"## {name} split ({len(split.episodes)} episodes, {len(split.anomaly)} frames)",
+            "",
+            markdown_table(["method", "AUROC", "AUROC without ambiguous frames"], rows),
+            "",
+            headroom,
+            "",
+            "Points of the AUROC deficit carried by each family's frames (anomalous frames / normal frames):",
+            "",
+            markdown_table(family_header, family_rows),
+            "",
         ]
         sections += section
         print("\n".join(section), f"({time.perf_counter() - started:.0f} s)", flush=True)

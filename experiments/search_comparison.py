@@ -26,12 +26,23 @@ from envs.markdown import markdown_table
 from envs.perturbations import task_perturbations
 
 METRICS = (
-    "pairwise_accuracy", "kendall_tau", "spearman_rho", "top5_recall", "budget_on_true_top5", "entropy", "fsi",
-)  # fmt: skip
+    "pairwise_accuracy",
+    "kendall_tau",
+    "spearman_rho",
+    "top5_recall",
+    "budget_on_true_top5",
+    "entropy",
+    "fsi",
+)
 METRIC_LABELS = (
-    "significant-pair accuracy", "Kendall τ-b (all pairs)", "Spearman ρ", "top-5 recall", "budget on true top-5",
-    "entropy (RoboMD)", "FSI (RoboMD)",
-)  # fmt: skip
+    "significant-pair accuracy",
+    "Kendall τ-b (all pairs)",
+    "Spearman ρ",
+    "top-5 recall",
+    "budget on true top-5",
+    "entropy (RoboMD)",
+    "FSI (RoboMD)",
+)
 """Column names of METRICS in the results table."""
 
 
@@ -71,11 +82,20 @@ def run_or_reuse(run_dir: Path, overrides: list[str]) -> dict:
 def run_once(config: ComparisonConfig, method: str, seed: int, budget: int) -> tuple[dict, Path]:
     """One search, or the summary of an identical finished one, and its folder."""
     run_dir = Path(config.runs) / config.task / f"{method}_seed{seed}_{budget}"
-    return run_or_reuse(run_dir, [
-        f"task={config.task}", f"policy.name={config.policy}", f"search={method}", "monitor=none",
-        f"search.total_rollouts={budget}", f"search.n_envs={config.n_envs}", f"seed={seed}", "report.videos=false",
-        *config.overrides.split(),
-    ]), run_dir
+    return run_or_reuse(
+        run_dir,
+        [
+            f"task={config.task}",
+            f"policy.name={config.policy}",
+            f"search={method}",
+            "monitor=none",
+            f"search.total_rollouts={budget}",
+            f"search.n_envs={config.n_envs}",
+            f"seed={seed}",
+            "report.videos=false",
+            *config.overrides.split(),
+        ],
+    ), run_dir
 
 
 def spent_on_worst(run_dir: Path, truth: GroundTruth, names: list[str], budget: int) -> float:
@@ -118,24 +138,31 @@ def main(argv: list[str] | None = None) -> None:
         for budget in sorted({*budgets, *([reference_budget] if method == "uniform" else [])}):
             reached = [i for i, run in enumerate(runs) if run["budget"]["rollouts_done"] >= budget]
             points = [
-                {**at_budget(runs[i]["curve"], budget), "budget_on_true_top5": spent_on_worst(run_dirs[i], truth, names,
-                                                                                              budget)}
+                {
+                    **at_budget(runs[i]["curve"], budget),
+                    "budget_on_true_top5": spent_on_worst(run_dirs[i], truth, names, budget),
+                }
                 for i in reached
-            ]  # fmt: skip
+            ]
             rows[budget] = {
                 "rollouts": int(np.mean([p["rollouts"] for p in points])),
                 **{m: (float(np.mean([p[m] for p in points])), float(np.std([p[m] for p in points]))) for m in METRICS},
             }
         results[method] = {
-            "budgets": rows, "wall_time_s": [run["wall_time_s"] for run in runs],
+            "budgets": rows,
+            "wall_time_s": [run["wall_time_s"] for run in runs],
             "rollouts": [run["budget"]["rollouts_done"] for run in runs],
         }
     write_results(config, methods, budgets, reference_budget, results, time.perf_counter() - started)
 
 
 def write_results(
-    config: ComparisonConfig, methods: list[str], budgets: list[int], reference_budget: int | None,
-    results: dict[str, dict], wall: float,
+    config: ComparisonConfig,
+    methods: list[str],
+    budgets: list[int],
+    reference_budget: int | None,
+    results: dict[str, dict],
+    wall: float,
 ) -> None:
     reference = results.get("uniform", {}).get("budgets", {}).get(reference_budget) if reference_budget else None
     lines = [
@@ -143,15 +170,16 @@ def write_results(
         "",
         f"Command: `python -m experiments.search_comparison task={config.task} policy={config.policy} "
         f"methods={config.methods} budgets={config.budgets} seeds={config.seeds}"
-        + (f" overrides='{config.overrides}'" if config.overrides else "") + "`",
+        + (f" overrides='{config.overrides}'" if config.overrides else "")
+        + "`",
         "",
         f"Policy under test `{config.policy}`; ground truth `experiments/results/ground_truth_{config.policy}.json` "
         "(20 plain rollouts per perturbation, seeds 0..19; search rollouts use other seeds). Mean ± std over "
-        f"{config.seeds} search seeds. Significant-pair accuracy counts only the pairs whose ground-truth 95% intervals do "
-        "not overlap; Kendall τ-b and Spearman ρ are over all pairs. Budget on true top-5: the share of the rollouts "
-        "that included one of the 5 perturbations the ground truth finds most failure-prone (ties included). Entropy "
-        "and FSI are RoboMD's measures of the ranking's search scores (their shape depends on the method), not of "
-        "how rollouts were spent.",
+        f"{config.seeds} search seeds. Significant-pair accuracy counts only the pairs whose ground-truth 95% "
+        "intervals do not overlap; Kendall τ-b and Spearman ρ are over all pairs. Budget on true top-5: the share "
+        "of the rollouts that included one of the 5 perturbations the ground truth finds most failure-prone (ties "
+        "included). Entropy and FSI are RoboMD's measures of the ranking's search scores (their shape depends on the "
+        "method), not of how rollouts were spent.",
         "",
     ]
     rows = [
@@ -160,21 +188,30 @@ def write_results(
         for budget, row in results[method]["budgets"].items()
     ]
     lines += [markdown_table(["method", "rollouts", *METRIC_LABELS], rows)]
-    lines += ["", "Wall time per run (s, 2 workers): " + ", ".join(
-        f"{m} {np.mean(results[m]['wall_time_s']):.0f}" for m in methods
-    ), ""]
+    lines += [
+        "",
+        "Wall time per run (s, 2 workers): "
+        + ", ".join(f"{m} {np.mean(results[m]['wall_time_s']):.0f}" for m in methods),
+        "",
+    ]
     verdict = "no reference (uniform not run)"
     if reference:
         target = reference["pairwise_accuracy"][0]
         half = reference_budget // 2
         reached = [
-            (m, b) for m in methods for b, row in results[m]["budgets"].items()
+            (m, b)
+            for m in methods
+            for b, row in results[m]["budgets"].items()
             if b <= half and row["pairwise_accuracy"][0] >= target
         ]
         verdict = (
             f"uniform with {config.reference_per_perturbation} rollouts per perturbation ({reference_budget} rollouts) "
             f"reaches pairwise accuracy {target:.3f}; at <= {half} rollouts (50%) "
-            + ("it is reached by " + ", ".join(f"{m} at {b}" for m, b in reached) if reached else "no method reaches it")
+            + (
+                "it is reached by " + ", ".join(f"{m} at {b}" for m, b in reached)
+                if reached
+                else "no method reaches it"
+            )
         )
     lines += [f"**{verdict}.**", "", f"Experiment wall time: {wall / 60:.0f} min."]
     stem = Path(config.out) / f"search_{config.task}"

@@ -150,7 +150,10 @@ class MonitorSummary:
 
     def to_dict(self) -> dict:
         return {
-            **self.__dict__, "failure": self.failure, "visual_failure": self.visual_failure, "predicted": self.predicted
+            **self.__dict__,
+            "failure": self.failure,
+            "visual_failure": self.visual_failure,
+            "predicted": self.predicted,
         }
 
 

@@ -103,7 +103,10 @@ def pot_pass(costs: Sequence[torch.Tensor], epsilon: float, tol: float, backend:
 
     def solve(cost: torch.Tensor):
         return solve_batch(
-            cost.numpy() if backend == "numpy" else cost, epsilon, tol=tol, max_iter=POT_MAX_ITER,
+            cost.numpy() if backend == "numpy" else cost,
+            epsilon,
+            tol=tol,
+            max_iter=POT_MAX_ITER,
             method="log_sinkhorn",
         )
 

@@ -259,8 +259,9 @@ def settings_node() -> dict[str, Any]:
     recipe's keys and every FidelConfig field, nested configs as nested keys (`monitor.ot.epsilon=...`)."""
     recipe = MonitorRecipe("", "")
     node: dict[str, Any] = {"method": "fidel"}
-    node.update({f.name: getattr(recipe, f.name) for f in fields(MonitorRecipe) if f.name not in ("task", "policy",
-                                                                                                      "config")})
+    node.update(
+        {f.name: getattr(recipe, f.name) for f in fields(MonitorRecipe) if f.name not in ("task", "policy", "config")}
+    )
     node.update(_plain(asdict(FidelConfig())))
     return node
 

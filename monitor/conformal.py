@@ -203,9 +203,7 @@ class ConformalBand:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ConformalBand:
-        return cls(
-            arrays["mean"], arrays["modulation"], float(arrays["h"]), int(arrays["exceed"]), arrays.get("mask")
-        )
+        return cls(arrays["mean"], arrays["modulation"], float(arrays["h"]), int(arrays["exceed"]), arrays.get("mask"))
 
 
 @dataclass

@@ -164,9 +164,7 @@ def visual_window(episode: Episode, perturbation: Perturbation | None, task: Tas
     return at, length
 
 
-def frame_labels(
-    episode: Episode, perturbation: Perturbation | None, late_step: int, task: TaskSpec
-) -> Labels:
+def frame_labels(episode: Episode, perturbation: Perturbation | None, late_step: int, task: TaskSpec) -> Labels:
     """Per-frame anomaly and failure labels of one episode under at most one perturbation; see the module docstring."""
     length = episode.length
     start, stop = visual_window(episode, perturbation, task)
@@ -390,9 +388,10 @@ def main(argv: list[str] | None = None) -> None:
                 perturbation = catalogue[job.perturbation] if job.perturbation else None
                 labels = frame_labels(episode, perturbation, late_step, spec)
                 writer.write(  # flushed, Ctrl-C held meanwhile
-                    episode, extras={"anomaly": labels.anomaly, "failure": labels.failure},
+                    episode,
+                    extras={"anomaly": labels.anomaly, "failure": labels.failure},
                     attrs={**_attrs(job, perturbation, labels), **_episode_attrs(episode)},
-                )  # fmt: skip
+                )
             counts = write_masks(writer.file)
             summary = _summary(writer.file)
     finally:
@@ -410,10 +409,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _attrs(job: Job, perturbation: Perturbation | None, labels: Labels | None = None) -> dict:
     return {
-        "split": job.split, "kind": job.kind, "perturbation": job.perturbation,
+        "split": job.split,
+        "kind": job.kind,
+        "perturbation": job.perturbation,
         "family": perturbation.family if perturbation else "nominal",
-        "visual_onset": labels.visual_onset if labels else -1, "failure_onset": labels.failure_onset if labels else -1,
-    }  # fmt: skip
+        "visual_onset": labels.visual_onset if labels else -1,
+        "failure_onset": labels.failure_onset if labels else -1,
+    }
 
 
 def _episode_attrs(episode: Episode) -> dict:

@@ -12,7 +12,8 @@ from monitor.dataset import SPLITS
 DATASET_KINDS = {
     "simfails": ("a SimFails file", "python -m monitor.dataset task={task} policy={policy}"),
     "search": (
-        "a search's failure dataset (failures.hdf5)", "python -m diagnosis.search task={task} policy.name={policy}"
+        "a search's failure dataset (failures.hdf5)",
+        "python -m diagnosis.search task={task} policy.name={policy}",
     ),
     "demos": ("a demonstration file", "python -m policies.collect task={task}"),
 }

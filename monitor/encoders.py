@@ -87,14 +87,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 _LUKEMELAS_TOP = {
-    "_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier",
-}  # fmt: skip
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 _LUKEMELAS_DEPTHWISE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 """Layers of a block without expansion (timm's DepthwiseSeparableConv)."""
 _LUKEMELAS_INVERTED = {
-    "_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-    "_project_conv": "conv_pwl", "_bn2": "bn3",
-}  # fmt: skip
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 """Layers of an expanding block (timm's InvertedResidual)."""
 
 
@@ -128,6 +136,7 @@ def lukemelas_to_timm(state: dict[str, torch.Tensor], model: torch.nn.Module) ->
 def load_classifier(config: EncoderConfig) -> torch.nn.Module:
     """The full timm model (classifier head included) with `config.weights` loaded, in eval mode."""
     import timm  # seconds to import: not at module import, which the search pays for FidelConfig alone
+
     if config.weights == SHIPPED_WEIGHTS:
         if config.model not in SHIPPED_MODELS:
             raise ValueError(

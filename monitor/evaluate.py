@@ -13,9 +13,10 @@ Per method, on every test frame (pooled over episodes):
   class counts more), with and without the overrun rule;
 - end-to-end failure detection: `is_failure` (an anomaly the semantic filter calls a failure) against the `failure`
   labels, frame by frame and per episode (an episode is flagged when any frame is), for each filter: `none` (every
-  anomaly is a failure), `trained` (monitor.semantic.trained.TrainedFilter fitted on the method's own flagged frames of the
-  filter split, labelled by their `failure` label), `vlm` (only when `vlm_base_url` is set); each with the overrun
-  rule (frames past every calibration episode's end are failures) and without it (the filter alone decides).
+  anomaly is a failure), `trained` (monitor.semantic.trained.TrainedFilter fitted on the method's own flagged
+  frames of the filter split, labelled by their `failure` label), `vlm` (only when `vlm_base_url` is set); each
+  with the overrun rule (frames past every calibration episode's end are failures) and without it (the filter
+  alone decides).
 Also AUROC per kind of test episode (each against the nominal test episodes' frames), and the wall time of each stage.
 The tables go to `experiments/results/monitor_<task>.md` with the commands that made them.
 
@@ -55,7 +56,7 @@ from monitor.scoring import (
     reference_frames,
     score_split,
     trained_verdicts,
-)  # fmt: skip
+)
 
 FILTERS = ("none", "trained", "vlm")
 OVERRUN = {True: "on", False: "off"}
@@ -138,8 +139,9 @@ def evaluate(config: MonitorEvaluateConfig) -> Evaluation:
     if "vlm" in filters and not config.vlm_base_url:
         filters.remove("vlm")
     try:
-        path = require_dataset(simfails_path(config.data, config.task, config.policy), "simfails", config.task,
-                               config.policy)  # fmt: skip
+        path = require_dataset(
+            simfails_path(config.data, config.task, config.policy), "simfails", config.task, config.policy
+        )
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     timer = Timer()
@@ -152,16 +154,28 @@ def evaluate(config: MonitorEvaluateConfig) -> Evaluation:
     for method in methods:
         with timer(f"fit {method}"):
             monitors[method] = fit_monitor(
-                method=method, task=config.task, frames=splits["fit"].episode_frames(), features=features["fit"],
-                encoder=encoder.encoder, alpha=config.alpha, autoencoder_epochs=config.autoencoder_epochs,
-            )  # fmt: skip
+                method=method,
+                task=config.task,
+                frames=splits["fit"].episode_frames(),
+                features=features["fit"],
+                encoder=encoder.encoder,
+                alpha=config.alpha,
+                autoencoder_epochs=config.autoencoder_epochs,
+            )
         for name in ("filter", "test"):
             with timer(f"score {method}"):
                 scored[method, name] = score_split(method, monitors[method], splits[name], features[name])
         print(f"{method}: fitted and scored", flush=True)
 
     evaluation = Evaluation(
-        config=config, path=path, methods=methods, filters=filters, splits=splits, scored=scored, results=[], notes=[],
+        config=config,
+        path=path,
+        methods=methods,
+        filters=filters,
+        splits=splits,
+        scored=scored,
+        results=[],
+        notes=[],
         timer=timer,
     )
     test = splits["test"]
@@ -227,11 +241,17 @@ def dataset_rows(splits: dict[str, SimFailsSplit]) -> list[list[str]]:
     for name, split in splits.items():
         for kind in sorted({e["kind"] for e in split.episodes}):
             items = [e for e in split.episodes if e["kind"] == kind]
-            rows.append([
-                name, kind, str(len(items)), str(sum(e["outcome"] != "success" for e in items)),
-                str(sum(len(e["anomaly"]) for e in items)), str(sum(int(e["anomaly"].sum()) for e in items)),
-                str(sum(int(e["failure"].sum()) for e in items)),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    kind,
+                    str(len(items)),
+                    str(sum(e["outcome"] != "success" for e in items)),
+                    str(sum(len(e["anomaly"]) for e in items)),
+                    str(sum(int(e["anomaly"].sum()) for e in items)),
+                    str(sum(int(e["failure"].sum()) for e in items)),
+                ]
+            )
     return rows
 
 
@@ -290,10 +310,15 @@ def end_to_end_rates(evaluation: Evaluation) -> dict[tuple[str, str, bool], tupl
 def end_to_end_rows(measured: dict[tuple[str, str, bool], tuple[dict, dict]]) -> list[list[str]]:
     rows = []
     for (method, name, overrun), (frame, episode) in measured.items():
-        rows.append([
-            LABELS[method], name, OVERRUN[overrun], *(_pct(frame[k]) for k in ("tpr", "tnr", "balanced")),
-            *(_pct(episode[k]) for k in ("tpr", "tnr", "balanced")),
-        ])  # fmt: skip
+        rows.append(
+            [
+                LABELS[method],
+                name,
+                OVERRUN[overrun],
+                *(_pct(frame[k]) for k in ("tpr", "tnr", "balanced")),
+                *(_pct(episode[k]) for k in ("tpr", "tnr", "balanced")),
+            ]
+        )
     return rows
 
 
@@ -309,8 +334,14 @@ def target_rows(evaluation: Evaluation, measured: dict[tuple[str, str, bool], tu
     for m in evaluation.methods:
         if (m, "none", True) in measured and (m, "trained", True) in measured:
             change = 100 * (measured[m, "trained", True][0]["tnr"] - measured[m, "none", True][0]["tnr"])
-            rows.append([f"frame TNR (failure): {LABELS[m]}, trained − none", f"{change:+.1f} points", "> 0",
-                         "met" if change > 0 else "missed"])  # fmt: skip
+            rows.append(
+                [
+                    f"frame TNR (failure): {LABELS[m]}, trained − none",
+                    f"{change:+.1f} points",
+                    "> 0",
+                    "met" if change > 0 else "missed",
+                ]
+            )
     return rows
 
 
@@ -323,42 +354,93 @@ def render(evaluation: Evaluation, command: str) -> list[str]:
     measured = end_to_end_rates(evaluation)
     seconds = [[k, f"{v:.1f}"] for k, v in evaluation.timer.seconds.items()]
     return [
-        f"# Runtime monitors on SimFails-{config.task} ({config.policy})", "",
-        "Generated by the commands below (MUJOCO_GL=egl, on a 2-core CPU shared with other jobs):", "",
-        "```", config.command or f"python -m monitor.dataset task={config.task}", command.strip(), "```", "",
+        f"# Runtime monitors on SimFails-{config.task} ({config.policy})",
+        "",
+        "Generated by the commands below (MUJOCO_GL=egl, on a 2-core CPU shared with other jobs):",
+        "",
+        "```",
+        config.command or f"python -m monitor.dataset task={config.task}",
+        command.strip(),
+        "```",
+        "",
         f"Data: `{evaluation.path}`. Every method learns and calibrates on the `fit` split only, at α = "
         f"{config.alpha}: FIDeL's conformal bands, and for the baselines the conformal quantile of the calibration "
         "episodes' maximum scores (same episodes: FIDeL's memory Y to learn from, its E_A ∪ E_B to calibrate). "
         "Trained semantic filters learn on the `filter` split. Every number below is on the `test` split, frames "
         "pooled over episodes; nothing was tuned on it. Label rules: monitor/dataset.py. Method details: "
         "monitor/baselines/. The overrun rule: frames past the end of every calibration episode are anomalies and "
-        "failures whatever they show (`monitor.overrun`); every recall below is given with and without it.", "",
-        "## Dataset", "",
-        markdown_table(["split", "kind", "episodes", "failed", "frames", "anomaly frames", "failure frames"],
-                       dataset_rows(evaluation.splits)), "",
-        "## Targets", "", markdown_table(["quantity", "measured", "target", ""], target_rows(evaluation, measured)), "",
-        "## Anomaly detection, raw frame scores", "",
-        markdown_table(["method", "AUROC (anomaly)", "F1@optimal", "AUROC (failure)"], raw_rows(evaluation)), "",
-        "## Anomaly detection, thresholded (is_anomaly vs anomaly labels)", "",
+        "failures whatever they show (`monitor.overrun`); every recall below is given with and without it.",
+        "",
+        "## Dataset",
+        "",
+        markdown_table(
+            ["split", "kind", "episodes", "failed", "frames", "anomaly frames", "failure frames"],
+            dataset_rows(evaluation.splits),
+        ),
+        "",
+        "## Targets",
+        "",
+        markdown_table(["quantity", "measured", "target", ""], target_rows(evaluation, measured)),
+        "",
+        "## Anomaly detection, raw frame scores",
+        "",
+        markdown_table(["method", "AUROC (anomaly)", "F1@optimal", "AUROC (failure)"], raw_rows(evaluation)),
+        "",
+        "## Anomaly detection, thresholded (is_anomaly vs anomaly labels)",
+        "",
         "Weighted accuracy = β·TPR + (1−β)·TNR with β the share of normal frames. The last two columns drop the "
-        "overrun rule.", "",
-        markdown_table(["method", "thresholding", "TPR", "TNR", "balanced acc", "weighted acc",
-                        "TPR without overrun", "TNR without overrun"], threshold_rows(evaluation)), "",
-        "## AUROC by kind of test episode (its frames and the nominal test episodes' frames)", "",
+        "overrun rule.",
+        "",
+        markdown_table(
+            [
+                "method",
+                "thresholding",
+                "TPR",
+                "TNR",
+                "balanced acc",
+                "weighted acc",
+                "TPR without overrun",
+                "TNR without overrun",
+            ],
+            threshold_rows(evaluation),
+        ),
+        "",
+        "## AUROC by kind of test episode (its frames and the nominal test episodes' frames)",
+        "",
         markdown_table(["episodes", "n", "anomalous frames", *(LABELS[m] for m in methods)], group_rows(evaluation)),
         "",
-        "## End-to-end failure detection (is_failure vs failure labels)", "",
+        "## End-to-end failure detection (is_failure vs failure labels)",
+        "",
         "FIDeL decides anomalies with CP-time&space, the baselines with their calibrated threshold; the filter then "
         "judges each anomalous frame. Overrun on: late frames (past every calibration episode's end) are failures "
         "whatever the filter says; off: the filter judges them like any other anomalous frame. Episode level: "
         "flagged = any frame judged a failure, truth = the episode failed."
-        + ("" if "vlm" in evaluation.filters else " The vlm filter was not run (no endpoint: set vlm_base_url)."), "",
-        markdown_table(["method", "filter", "overrun rule", "frame TPR", "frame TNR", "frame bal. acc", "episode TPR",
-                        "episode TNR", "episode bal. acc"], end_to_end_rows(measured)), "",
-        *(f"- {note}" for note in evaluation.notes), "",
-        "## Wall time (s)", "", markdown_table(["stage", "seconds"], seconds), "",
-        f"Load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end; torch on 1 thread.", "",
-    ]  # fmt: skip
+        + ("" if "vlm" in evaluation.filters else " The vlm filter was not run (no endpoint: set vlm_base_url)."),
+        "",
+        markdown_table(
+            [
+                "method",
+                "filter",
+                "overrun rule",
+                "frame TPR",
+                "frame TNR",
+                "frame bal. acc",
+                "episode TPR",
+                "episode TNR",
+                "episode bal. acc",
+            ],
+            end_to_end_rows(measured),
+        ),
+        "",
+        *(f"- {note}" for note in evaluation.notes),
+        "",
+        "## Wall time (s)",
+        "",
+        markdown_table(["stage", "seconds"], seconds),
+        "",
+        f"Load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end; torch on 1 thread.",
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -147,8 +147,14 @@ class FidelConfig:
 
     def scorer_options(self) -> dict:
         """The OTScorer keyword arguments this config sets."""
-        return dict(frame_score=self.frame_score, top_k=self.top_k, heatmap=self.heatmap,
-                    time_weight=self.time_weight, lag=self.lag, time_score_weight=self.time_score_weight)  # fmt: skip
+        return dict(
+            frame_score=self.frame_score,
+            top_k=self.top_k,
+            heatmap=self.heatmap,
+            time_weight=self.time_weight,
+            lag=self.lag,
+            time_score_weight=self.time_score_weight,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -234,9 +240,12 @@ class FidelMonitor:
             steps=memory.steps, alpha=config.alpha, modulation_floor=config.modulation_floor, radius=config.band_radius
         )
         time_space = ConformalBand.fit(
-            scores(split.centre, "heatmap"), scores(split.width, "heatmap"),
-            patch_fraction=config.patch_fraction, mask=mask, **common,
-        )  # fmt: skip
+            scores(split.centre, "heatmap"),
+            scores(split.width, "heatmap"),
+            patch_fraction=config.patch_fraction,
+            mask=mask,
+            **common,
+        )
         if config.frame_score == "band":  # the score the fitted scorer will give (it needs this band)
             for replay in replays.values():
                 replay["score"] = time_space.nonconformity(replay["t_min"], replay["heatmap"])
@@ -246,13 +255,21 @@ class FidelMonitor:
             "gaussian": GaussianBand.fit(
                 scores(split.centre + split.width, "score"), memory.steps, config.gaussian_z, radius=config.band_radius
             ),
-        }  # fmt: skip
+        }
         fingerprint = encoder.fingerprint(memory.reference_frames.shape[1:])
         calibration = split.centre + split.width
         late = overrun_step([len(nominal_episodes[i]) for i in calibration]) if config.overrun else None
         return cls(
-            task=task, instruction=instruction, config=config, encoder=encoder, memory=memory, prior=prior,
-            bands=bands, fingerprint=fingerprint, overrun_step=late, semantic_filter=semantic_filter,
+            task=task,
+            instruction=instruction,
+            config=config,
+            encoder=encoder,
+            memory=memory,
+            prior=prior,
+            bands=bands,
+            fingerprint=fingerprint,
+            overrun_step=late,
+            semantic_filter=semantic_filter,
         )
 
     # -- the Monitor protocol --------------------------------------------------------------------------------------
@@ -371,8 +388,15 @@ class FidelMonitor:
         fingerprint = tensors["fingerprint"]
         patch_encoder.check_fingerprint(fingerprint, memory.reference_frames.shape[1:], f"the monitor in {str(path)!r}")
         return cls(
-            task=meta["task"], instruction=meta["instruction"], config=config, encoder=patch_encoder, memory=memory,
-            prior=tensors["prior"], bands=bands, fingerprint=fingerprint, overrun_step=meta["overrun_step"],
+            task=meta["task"],
+            instruction=meta["instruction"],
+            config=config,
+            encoder=patch_encoder,
+            memory=memory,
+            prior=tensors["prior"],
+            bands=bands,
+            fingerprint=fingerprint,
+            overrun_step=meta["overrun_step"],
             semantic_filter=semantic_filter,
         )
 

@@ -83,6 +83,4 @@ class Memory:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> Memory:
-        return cls(
-            mean=tensors["mean"], std=tensors["std"], reference_frames=tensors["reference_frames"].numpy()
-        )
+        return cls(mean=tensors["mean"], std=tensors["std"], reference_frames=tensors["reference_frames"].numpy())

@@ -260,7 +260,11 @@ class OTScorer:
         self.time_score_weight = time_score_weight
         self.cost, self.config, self.prior, self.window = cost, config, prior, window
         self.frame_score, self.top_k, self.heatmap, self.time_weight, self.lag = (
-            frame_score, top_k, heatmap, time_weight, lag
+            frame_score,
+            top_k,
+            heatmap,
+            time_weight,
+            lag,
         )
         self.normaliser = None
         """frame_score="band": an object with `nonconformity(t (1,), values (1, P)) -> (1,)` (a ConformalBand)."""

@@ -32,16 +32,19 @@ from monitor.baselines import (
     PadimMonitor,
     PatchCoreConfig,
     PatchCoreMonitor,
-)  # fmt: skip
+)
 from monitor.dataset import FAILURE_EVENTS, NON_VISUAL_FAMILIES, read_split
 from monitor.fidel import FidelConfig, FidelMonitor, torch_threads
 from monitor.semantic.trained import Example
 
 METHODS = ("fidel", "padim", "padim_step", "patchcore", "autoencoder")
 LABELS = {
-    "fidel": "FIDeL (OT)", "padim": "PaDiM (global, LW cov)", "padim_step": "PaDiM-step (diag)",
-    "patchcore": "PatchCore (kNN, coreset)", "autoencoder": "Conv autoencoder",
-}  # fmt: skip
+    "fidel": "FIDeL (OT)",
+    "padim": "PaDiM (global, LW cov)",
+    "padim_step": "PaDiM-step (diag)",
+    "patchcore": "PatchCore (kNN, coreset)",
+    "autoencoder": "Conv autoencoder",
+}
 FIDEL_THRESHOLDS = {"time_space": "CP-time&space", "time": "CP-time", "gaussian": "Gaussian (z=3)"}
 
 
@@ -176,8 +179,16 @@ def score_baseline(monitor, episodes: Sequence[np.ndarray], features: Sequence[t
     )
 
 
-def fit_monitor(*, method: str, task: str, frames: list[np.ndarray], features: list[torch.Tensor], encoder,
-                alpha: float, autoencoder_epochs: int):  # fmt: skip
+def fit_monitor(
+    *,
+    method: str,
+    task: str,
+    frames: list[np.ndarray],
+    features: list[torch.Tensor],
+    encoder,
+    alpha: float,
+    autoencoder_epochs: int,
+):
     """One method fitted on the fit split's frames (feature baselines reuse the shared features)."""
     calibration = Calibration(alpha=alpha)
     if method == "fidel":

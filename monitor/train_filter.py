@@ -1,8 +1,9 @@
 """`python -m monitor.train_filter task=lift`: the trained semantic filter a policy's monitor ships with.
 
-The filter decides which anomalies the FIDeL monitor flags are task failures (monitor.semantic.trained.TrainedFilter). It is
-trained on what the search's own monitor sees: the monitor `monitor.build.build_monitor` fits for the policy (same
-nominal seeds and default settings, so the cached copy is shared), run online over the SimFails `filter` split
+The filter decides which anomalies the FIDeL monitor flags are task failures
+(monitor.semantic.trained.TrainedFilter). It is trained on what the search's own monitor sees: the monitor
+`monitor.build.build_monitor` fits for the policy (same nominal seeds and default settings, so the cached copy is
+shared), run online over the SimFails `filter` split
 (`python -m monitor.dataset`); up to `per_episode` flagged frames per episode become examples, labelled by the
 simulator's per-frame `failure` label. The `test` split, when present, gives a held-out check of the filter on the
 frames the monitor flags there.
@@ -66,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_config(TrainFilterConfig, argv)
     torch.set_num_threads(1)
     try:  # the data first: a wrong file fails before minutes of fitting
-        path = require_dataset(simfails_path(config.data, config.task, config.policy), "simfails", config.task,
-                               config.policy)  # fmt: skip
+        path = require_dataset(
+            simfails_path(config.data, config.task, config.policy), "simfails", config.task, config.policy
+        )
         if config.monitor:
             monitor = FidelMonitor.load(config.monitor, task=config.task)
         else:
@@ -84,8 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     trained = TrainedFilter.fit(examples, encoder=monitor.encoder)
     out = trained.save(config.out or SHIPPED_FILTERS / Path(config.policy).name)
     failures = sum(e.is_failure for e in examples)
-    print(f"trained on {len(examples)} flagged filter-split frames ({failures} failure, {len(examples) - failures} "
-          f"benign); train accuracy {trained.stats['train_accuracy']:.3f}")  # fmt: skip
+    print(
+        f"trained on {len(examples)} flagged filter-split frames ({failures} failure, {len(examples) - failures} "
+        f"benign); train accuracy {trained.stats['train_accuracy']:.3f}"
+    )
     print(f"wrote {shown_path(out)}")
 
     test = SimFailsSplit.read(path, "test")
@@ -97,11 +101,13 @@ def main(argv: list[str] | None = None) -> None:
         return f"{r['tpr']:.3f} / {r['tnr']:.3f}"
 
     flagged_count, late = int(s.is_anomaly(decision).sum()), int(s.late.sum())
-    print(f"test split: {flagged_count} of {len(test.failure)} frames flagged ({late} late, the filter judged the "
-          f"rest); frame failure detection TPR / TNR without the filter {tpr_tnr(s.is_anomaly(decision))}, with it "
-          f"{tpr_tnr(monitor_failures(s, verdicts))}; without the overrun rule (the filter also judges late frames): "
-          f"without the filter {tpr_tnr(s.is_anomaly(decision, overrun=False))}, with it "
-          f"{tpr_tnr(monitor_failures(s, verdicts, overrun=False))}")  # fmt: skip
+    print(
+        f"test split: {flagged_count} of {len(test.failure)} frames flagged ({late} late, the filter judged the "
+        f"rest); frame failure detection TPR / TNR without the filter {tpr_tnr(s.is_anomaly(decision))}, with it "
+        f"{tpr_tnr(monitor_failures(s, verdicts))}; without the overrun rule (the filter also judges late frames): "
+        f"without the filter {tpr_tnr(s.is_anomaly(decision, overrun=False))}, with it "
+        f"{tpr_tnr(monitor_failures(s, verdicts, overrun=False))}"
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ class TorchScriptPolicy:
         policy_task = get_task(spec["task"])
         action_dim = int(spec.get("action_dim", 7))
         if action_dim != 7:
-            raise ValueError(f"{path}: action_dim {action_dim} does not match task {policy_task.name!r}'s 7 (OSC pose + gripper)")
+            raise ValueError(
+                f"{path}: action_dim {action_dim} does not match task {policy_task.name!r}'s 7 (OSC pose + gripper)"
+            )
         return cls(module, policy_task, tuple(spec["obs_keys"]), action_dim)
 
     def reset(self) -> None:
@@ -126,10 +128,18 @@ def load_adapter(reference: str, task: TaskSpec | None) -> Policy:
 
 # ------------------------------------------------------------------------------------------------------ checks
 ROBOT_OBS_DIMS = {
-    "robot0_joint_pos": 7, "robot0_joint_pos_cos": 7, "robot0_joint_pos_sin": 7, "robot0_joint_vel": 7,
-    "robot0_joint_acc": 7, "robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_eef_quat_site": 4,
-    "robot0_gripper_qpos": 2, "robot0_gripper_qvel": 2, "robot0_proprio-state": 50,
-}  # fmt: skip
+    "robot0_joint_pos": 7,
+    "robot0_joint_pos_cos": 7,
+    "robot0_joint_pos_sin": 7,
+    "robot0_joint_vel": 7,
+    "robot0_joint_acc": 7,
+    "robot0_eef_pos": 3,
+    "robot0_eef_quat": 4,
+    "robot0_eef_quat_site": 4,
+    "robot0_gripper_qpos": 2,
+    "robot0_gripper_qvel": 2,
+    "robot0_proprio-state": 50,
+}
 """robosuite's Panda observations (the same for every task)."""
 OBJECT_STATE_DIMS = {"lift": 10, "can": 14, "square": 14, "stack": 23}
 """Length of robosuite's `object-state` per task."""

@@ -1,8 +1,8 @@
 """Checkpoints that load without executing code: safetensors weights + a JSON config (+ a model card).
 
-    <dir>/model.safetensors   weights
-    <dir>/config.json         {"format": "failscope-bc/1", task, model (ModelConfig), normalization, training}
-    <dir>/MODEL_CARD.md       what it is, how it was trained, measured success
+<dir>/model.safetensors   weights
+<dir>/config.json         {"format": "failscope-bc/1", task, model (ModelConfig), normalization, training}
+<dir>/MODEL_CARD.md       what it is, how it was trained, measured success
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     config_path, weights_path = directory / CONFIG, directory / WEIGHTS
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; a FailScope checkpoint is a directory with {CONFIG} and {WEIGHTS}")
+            raise FileNotFoundError(
+                f"{path} is missing; a FailScope checkpoint is a directory with {CONFIG} and {WEIGHTS}"
+            )
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
@@ -134,8 +136,11 @@ def weight_mismatch(model_config: ModelConfig, state_dict: dict[str, torch.Tenso
     ]
     parts = [
         listed(what, items)
-        for what, items in (("with the wrong shape (weights vs config)", shapes), ("missing", missing),
-                            ("unexpected", unexpected))
+        for what, items in (
+            ("with the wrong shape (weights vs config)", shapes),
+            ("missing", missing),
+            ("unexpected", unexpected),
+        )
         if items
-    ]  # fmt: skip
+    ]
     return "; ".join(parts)

@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     with h5py.File(out, "r") as file:
         demos, samples = len(file["data"]), int(file["data"].attrs["total"])
-        print(f"{out}: {demos} demos, {samples} samples, train {len(file['mask/train'])} / valid {len(file['mask/valid'])}")
+        print(
+            f"{out}: {demos} demos, {samples} samples, "
+            f"train {len(file['mask/train'])} / valid {len(file['mask/valid'])}"
+        )
     print(f"demos: {demos}")
 
 

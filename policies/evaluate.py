@@ -56,8 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     for column in ("episodes", "seeds", "success", "failure", "sim_error", "mean length", "steps/s"):
         table.add_column(column, justify="right")
     table.add_row(
-        str(len(episodes)), f"{config.seed}..{config.seed + len(episodes) - 1}", str(outcomes["success"]),
-        str(outcomes["failure"]), str(outcomes["sim_error"]), f"{np.mean([e.length for e in episodes]):.1f}",
+        str(len(episodes)),
+        f"{config.seed}..{config.seed + len(episodes) - 1}",
+        str(outcomes["success"]),
+        str(outcomes["failure"]),
+        str(outcomes["sim_error"]),
+        f"{np.mean([e.length for e in episodes]):.1f}",
         f"{steps / wall:.0f}",
     )
     Console().print(table)

@@ -67,7 +67,11 @@ class ImageEncoder(nn.Module):
         super().__init__()
         layers, in_ch = [], 3
         for i, out_ch in enumerate(config.channels):
-            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2 if i < 2 else 1, padding=1), nn.GroupNorm(8, out_ch), nn.ReLU()]
+            layers += [
+                nn.Conv2d(in_ch, out_ch, 3, stride=2 if i < 2 else 1, padding=1),
+                nn.GroupNorm(8, out_ch),
+                nn.ReLU(),
+            ]
             in_ch = out_ch
         self.trunk = nn.Sequential(*layers)
         self.keypoints = SpatialSoftmax(in_ch, config.keypoints)

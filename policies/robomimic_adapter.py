@@ -33,7 +33,9 @@ class RobomimicPolicy:
             import robomimic.utils.file_utils as FileUtils
             import robomimic.utils.obs_utils as ObsUtils
         except ImportError:
-            raise ValueError(f"{path}: robomimic checkpoints need the extra: pip install 'failscope[robomimic]'") from None
+            raise ValueError(
+                f"{path}: robomimic checkpoints need the extra: pip install 'failscope[robomimic]'"
+            ) from None
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")

@@ -47,8 +47,13 @@ class ExpertPlan:
 PLANS: dict[str, ExpertPlan] = {
     "lift": ExpertPlan(object_key="cube", grasp_height=-0.002),
     "can": ExpertPlan(
-        object_key="Can", grasp_height=0.0, lift=0.17, place_xy=(0.1975, 0.4025), place_height=0.12,
-        yaw_symmetry=None, grasp_tolerance=0.015,
+        object_key="Can",
+        grasp_height=0.0,
+        lift=0.17,
+        place_xy=(0.1975, 0.4025),
+        place_height=0.12,
+        yaw_symmetry=None,
+        grasp_tolerance=0.015,
     ),
     "stack": ExpertPlan(object_key="cubeA", grasp_height=-0.002, lift=0.1, place_key="cubeB", place_height=0.055),
 }
@@ -90,7 +95,13 @@ class ScriptedExpert:
             raise ValueError(f"no scripted expert for task {self.task.name!r}; available: {', '.join(PLANS)}")
         self.plan = PLANS[self.task.name]
         self.gain = gain
-        keys = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", f"{self.plan.object_key}_pos", f"{self.plan.object_key}_quat"]
+        keys = [
+            "robot0_eef_pos",
+            "robot0_eef_quat",
+            "robot0_gripper_qpos",
+            f"{self.plan.object_key}_pos",
+            f"{self.plan.object_key}_quat",
+        ]
         if self.plan.place_key:
             keys.append(f"{self.plan.place_key}_pos")
         self.obs_keys = tuple(keys)
@@ -127,8 +138,14 @@ class ScriptedExpert:
         else:
             yaw_target = eef_yaw + wrap(obj_yaw + self.yaw_offset - eef_yaw, plan.yaw_symmetry)
         self.phase_steps += 1
-        state = _State(obs=obs, eef=eef, eef_yaw=eef_yaw, obj=obj, yaw_target=yaw_target,
-                       grasp_point=obj + [0.0, 0.0, plan.grasp_height])  # fmt: skip
+        state = _State(
+            obs=obs,
+            eef=eef,
+            eef_yaw=eef_yaw,
+            obj=obj,
+            yaw_target=yaw_target,
+            grasp_point=obj + [0.0, 0.0, plan.grasp_height],
+        )
         if self.phase in ("approach", "descend", "close", "lift"):
             return getattr(self, f"_{self.phase}")(state)
         return self._place(state)

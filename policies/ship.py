@@ -51,7 +51,8 @@ def train_arguments(train_config: dict) -> str:
     command reproduces it."""
     defaults = json.loads(json.dumps(asdict(TrainConfig())))
     changed = [
-        k for k, v in train_config.items()
+        k
+        for k, v in train_config.items()
         if k not in (*CARD_TRAIN_KEYS, *UNLEARNED_TRAIN_KEYS) and k in defaults and v != defaults[k]
     ]
     values = {k: train_config[k] for k in (*CARD_TRAIN_KEYS, *changed)}
@@ -69,13 +70,14 @@ def model_card(name: str, config: dict, success: float, episodes: int, demos: st
         else "It was cloned from a scripted expert without visual augmentation beyond random crops, so colour, "
         "lighting and camera changes are expected to hurt it."
     )
+    size = model["image_size"]
     return f"""# {name}
 
-- **Task**: `{config['task']}` (robosuite, Panda, OSC_POSE deltas + gripper, 20 Hz), camera agentview {model['image_size']}×{model['image_size']}.
-- **Architecture**: `{model['arch']}`: {describe_architecture(model)}.
+- **Task**: `{config["task"]}` (robosuite, Panda, OSC_POSE deltas + gripper, 20 Hz), camera agentview {size}×{size}.
+- **Architecture**: `{model["arch"]}`: {describe_architecture(model)}.
 - **Data**: {demos}
-- **Training**: `python -m policies.train {train_args}` ({training['train_samples']} samples; best of the periodic
-  rollout evaluations on seeds {training['eval_seeds']}: {training['eval_success']} at epoch {training['epoch']}).
+- **Training**: `python -m policies.train {train_args}` ({training["train_samples"]} samples; best of the periodic
+  rollout evaluations on seeds {training["eval_seeds"]}: {training["eval_success"]} at epoch {training["epoch"]}).
 - **Measured nominal success**: **{success:.2f}** over {episodes} episodes, seeds 0..{episodes - 1}
   (`python -m policies.evaluate policy={name} episodes={episodes}`).
 - **Format**: `{WEIGHTS}` (safetensors) + `{CONFIG}`; loading executes no code.
@@ -106,7 +108,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{len(file['data'])} scripted-expert demonstrations (`python -m policies.collect "
                 f"task={task} episodes={len(file['data'])}`: DART action noise, {grasps})"
             )
-    checkpoint_config["measured"] = {"nominal_success": success, "episodes": len(episodes), "seeds": [0, len(episodes) - 1]}
+    checkpoint_config["measured"] = {
+        "nominal_success": success,
+        "episodes": len(episodes),
+        "seeds": [0, len(episodes) - 1],
+    }
     (target / CONFIG).write_text(json.dumps(checkpoint_config, indent=2))
     (target / "MODEL_CARD.md").write_text(model_card(config.name, checkpoint_config, success, len(episodes), demos))
     print(f"{target}: nominal success {success:.3f} over {len(episodes)} episodes")

@@ -141,8 +141,12 @@ class Trainer:
             state_std=np.maximum(self.train.state.std(0), 1e-3).tolist(),
         )
         self.model_config = ModelConfig(
-            arch=config.arch, image_size=self.task.image_size, crop_size=self.task.image_size - 8,
-            state_dim=self.train.state.shape[1], window=config.window, channels=tuple(config.channels),
+            arch=config.arch,
+            image_size=self.task.image_size,
+            crop_size=self.task.image_size - 8,
+            state_dim=self.train.state.shape[1],
+            window=config.window,
+            channels=tuple(config.channels),
             keypoints=config.keypoints,
         )
         torch.manual_seed(config.seed)
@@ -196,7 +200,9 @@ class Trainer:
             order = self.rng.permutation(n)
             losses = []
             for i in range(steps_per_epoch):
-                inputs, actions = self._batch(self.train, order[i * config.batch_size : (i + 1) * config.batch_size], True)
+                inputs, actions = self._batch(
+                    self.train, order[i * config.batch_size : (i + 1) * config.batch_size], True
+                )
                 loss = self._loss(inputs, actions)
                 optimizer.zero_grad()
                 loss.backward()
@@ -206,9 +212,14 @@ class Trainer:
             self.model.eval()
             with torch.no_grad():
                 index = np.arange(len(self.valid.actions))
-                valid_loss = float(np.mean([
-                    self._loss(*self._batch(self.valid, chunk, False)).item() for chunk in np.array_split(index, max(1, len(index) // 256))
-                ]))
+                valid_loss = float(
+                    np.mean(
+                        [
+                            self._loss(*self._batch(self.valid, chunk, False)).item()
+                            for chunk in np.array_split(index, max(1, len(index) // 256))
+                        ]
+                    )
+                )
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_loss": valid_loss}
             writer.add_scalar("loss/train", record["train_loss"], epoch)
             writer.add_scalar("loss/valid", valid_loss, epoch)
@@ -222,14 +233,24 @@ class Trainer:
             if evaluate_now or not config.eval_every:
                 if best is None or score > best:
                     best = score
-                    save_checkpoint(self.out, self.checkpoint(
-                        data=self.data_path, epoch=epoch, eval_success=record.get("eval_success"),
-                        eval_episodes=config.eval_episodes, eval_seeds=f"{EVAL_SEED}..{EVAL_SEED + config.eval_episodes - 1}",
-                        train_samples=n, config=config.__dict__,
-                    ))
+                    save_checkpoint(
+                        self.out,
+                        self.checkpoint(
+                            data=self.data_path,
+                            epoch=epoch,
+                            eval_success=record.get("eval_success"),
+                            eval_episodes=config.eval_episodes,
+                            eval_seeds=f"{EVAL_SEED}..{EVAL_SEED + config.eval_episodes - 1}",
+                            train_samples=n,
+                            config=config.__dict__,
+                        ),
+                    )
         writer.close()
         (self.out / "history.json").write_text(json.dumps(history, indent=1))
-        print(f"trained in {time.perf_counter() - started:.0f} s; best checkpoint (eval success, -valid loss) = {best} in {self.out}")
+        print(
+            f"trained in {time.perf_counter() - started:.0f} s; "
+            f"best checkpoint (eval success, -valid loss) = {best} in {self.out}"
+        )
         return self.out
 
 

@@ -20,8 +20,12 @@ PASSING = ("cube_heavy", "camera_noise", "robot_color_cyan")
 
 
 def write_dataset(
-    directory: Path, rows: Sequence[tuple[Sequence[str], bool]], task: str = "lift", policy: str = "lift_bc_image",
-    seed: int = 0, frames: int = 3,
+    directory: Path,
+    rows: Sequence[tuple[Sequence[str], bool]],
+    task: str = "lift",
+    policy: str = "lift_bc_image",
+    seed: int = 0,
+    frames: int = 3,
 ) -> Path:
     """A finished search run directory: failures.hdf5 with `rows` (perturbations, failed) and a summary.json.
     A failed rollout's frames are reddish and a successful one's bluish, plus noise, so outcomes are learnable."""
@@ -35,11 +39,19 @@ def write_dataset(
             base = np.array([170, 60, 60] if failed else [60, 60, 170], dtype=float)
             video = np.clip(base + rng.normal(0, 25, (frames, 84, 84, 3)), 0, 255).astype(np.uint8)
             group.create_dataset("obs/agentview_image", data=video)
-            group.attrs.update({
-                "seed": i, "outcome": "failure" if failed else "success", "perturbations": json.dumps(list(perturbations)),
-                "failed": bool(failed), "sim_failure": bool(failed), "num_samples": frames, "search_step": i,
-                "depth": len(perturbations), "monitor": "null",
-            })
+            group.attrs.update(
+                {
+                    "seed": i,
+                    "outcome": "failure" if failed else "success",
+                    "perturbations": json.dumps(list(perturbations)),
+                    "failed": bool(failed),
+                    "sim_failure": bool(failed),
+                    "num_samples": frames,
+                    "search_step": i,
+                    "depth": len(perturbations),
+                    "monitor": "null",
+                }
+            )
     (directory / "summary.json").write_text(json.dumps({"status": "complete", "task": task, "policy": policy}))
     return directory
 

@@ -61,9 +61,18 @@ def write_simfails(path, finished: bool = True):
         for i, split in enumerate(("fit", "filter", "test")):
             group = data.create_group(f"demo_{i}")
             group.attrs.update(
-                num_samples=3, seed=i, outcome="success", perturbations="[]", split=split, kind="nominal",
-                perturbation="", family="nominal", visual_onset=-1, failure_onset=-1, failure_step=-1,
-            )  # fmt: skip
+                num_samples=3,
+                seed=i,
+                outcome="success",
+                perturbations="[]",
+                split=split,
+                kind="nominal",
+                perturbation="",
+                family="nominal",
+                visual_onset=-1,
+                failure_onset=-1,
+                failure_step=-1,
+            )
             group.create_dataset("obs/agentview_image", data=np.zeros((3, 84, 84, 3), np.uint8))
             group.create_dataset("anomaly", data=np.zeros(3, np.uint8))
             group.create_dataset("failure", data=np.zeros(3, np.uint8))
@@ -130,9 +139,13 @@ def test_a_corrupt_summary_is_one_error_line_on_stderr(tmp_path):
 
 
 SUMMARY = {
-    "task": "lift", "policy": "scripted", "method": "ppo", "budget": {"rollouts_done": 4},
-    "ranking": [{"perturbation": "cube_color_red", "score": 0.5}], "metrics": {},
-}  # fmt: skip
+    "task": "lift",
+    "policy": "scripted",
+    "method": "ppo",
+    "budget": {"rollouts_done": 4},
+    "ranking": [{"perturbation": "cube_color_red", "score": 0.5}],
+    "metrics": {},
+}
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from fake_embeddings import (
     known_embeddings,
     separable_rows,
     write_dataset,
-)  # fmt: skip
+)
 from gymnasium.utils.env_checker import check_env
 from hydra import compose, initialize_config_module
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -119,12 +119,22 @@ HELD_OUT = ("cube_color_blue", "table_color_gray")
 
 def continuous_config(embedding, *overrides):
     with initialize_config_module("diagnosis.conf", version_base=None):
-        return compose("config", overrides=[
-            "search=continuous", "monitor=none", f"search.embedding={embedding}",
-            f"task.exclude=[{','.join(HELD_OUT)}]", "search.total_steps=256", "search.curve_every=128",
-            "search.components=4", "search.hyperparameters.ppo.n_steps=128", "search.hyperparameters.ppo.batch_size=64",
-            "search.hyperparameters.ppo.n_epochs=2", *overrides,
-        ])  # fmt: skip
+        return compose(
+            "config",
+            overrides=[
+                "search=continuous",
+                "monitor=none",
+                f"search.embedding={embedding}",
+                f"task.exclude=[{','.join(HELD_OUT)}]",
+                "search.total_steps=256",
+                "search.curve_every=128",
+                "search.components=4",
+                "search.hyperparameters.ppo.n_steps=128",
+                "search.hyperparameters.ppo.batch_size=64",
+                "search.hyperparameters.ppo.n_epochs=2",
+                *overrides,
+            ],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +175,23 @@ def test_continuous_search_ranks_the_known_perturbations(search_run):
 def test_search_cli_dispatches_continuous(embedding_dir, tmp_path):
     out = tmp_path / "run"
     overrides = [
-        "search=continuous", "monitor=none", f"search.embedding={embedding_dir}",
-        f"task.exclude=[{','.join(HELD_OUT)}]", "search.total_steps=128", "search.curve_every=128",
-        "search.components=4", "search.hyperparameters.ppo.n_steps=128", "search.hyperparameters.ppo.batch_size=64",
-        "search.hyperparameters.ppo.n_epochs=1", f"hydra.run.dir={out}",
-    ]  # fmt: skip
+        "search=continuous",
+        "monitor=none",
+        f"search.embedding={embedding_dir}",
+        f"task.exclude=[{','.join(HELD_OUT)}]",
+        "search.total_steps=128",
+        "search.curve_every=128",
+        "search.components=4",
+        "search.hyperparameters.ppo.n_steps=128",
+        "search.hyperparameters.ppo.batch_size=64",
+        "search.hyperparameters.ppo.n_epochs=1",
+        f"hydra.run.dir={out}",
+    ]
     result = subprocess.run(
-        [sys.executable, "-m", "diagnosis.search", *overrides], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "diagnosis.search", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
         cwd=Path(__file__).parent.parent,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -186,8 +206,12 @@ def test_continuous_runs_are_not_resumable(embedding_dir):
 
 def test_sac_baseline_runs(embedding_dir, tmp_path):
     config = continuous_config(
-        embedding_dir, "search.algorithm=sac", "search.hyperparameters.sac.learning_starts=64",
-        "search.hyperparameters.sac.batch_size=32", "search.total_steps=128", "search.curve_every=128",
+        embedding_dir,
+        "search.algorithm=sac",
+        "search.hyperparameters.sac.learning_starts=64",
+        "search.hyperparameters.sac.batch_size=32",
+        "search.total_steps=128",
+        "search.curve_every=128",
     )
     summary = run_continuous_search(config, tmp_path / "sac")
     assert summary["algorithm"] == "sac" and all(np.isfinite(r["log_density"]) for r in summary["ranking"])
@@ -233,9 +257,17 @@ def test_agent_moves_its_gaussian_to_the_failures(tmp_path, algorithm):
     config = EmbedConfig(data=str(run), epochs=40, dim=16, hidden=32, batch_size=32, cache="none")
     embedding = train_embedding(config, colour_features, hashed_text, progress=False).save(tmp_path / "embedding")
     with initialize_config_module("diagnosis.conf", version_base=None):
-        cfg = compose("config", overrides=[
-            "search=continuous", "monitor=none", f"search.embedding={embedding}", "search.total_steps=10000",
-            "search.curve_every=2000", "search.components=4", f"search.algorithm={algorithm}",
-        ])  # fmt: skip
+        cfg = compose(
+            "config",
+            overrides=[
+                "search=continuous",
+                "monitor=none",
+                f"search.embedding={embedding}",
+                "search.total_steps=10000",
+                "search.curve_every=2000",
+                "search.components=4",
+                f"search.algorithm={algorithm}",
+            ],
+        )
     summary = run_continuous_search(cfg, tmp_path / "run")
     assert summary["ground_truth"]["pairwise_accuracy"] >= 0.85

@@ -21,7 +21,9 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(run_dir) -> TrainedEmbedding:
-    return train_embedding(tiny_config(run_dir), image_encoder=colour_features, text_encoder=hashed_text, progress=False)
+    return train_embedding(
+        tiny_config(run_dir), image_encoder=colour_features, text_encoder=hashed_text, progress=False
+    )
 
 
 def test_contrastive_loss_is_zero_for_ideal_embeddings_and_finite_at_coinciding_points():
@@ -99,8 +101,12 @@ def test_single_outcome_dataset_is_an_error(tmp_path):
 
 
 def test_exclude_drops_every_rollout_that_involved_a_held_out_perturbation(tmp_path):
-    rows = [(("cube_color_green",), True), (("cube_heavy", "cube_color_green"), True), (("cube_heavy",), False),
-            (("camera_noise",), False)]  # fmt: skip
+    rows = [
+        (("cube_color_green",), True),
+        (("cube_heavy", "cube_color_green"), True),
+        (("cube_heavy",), False),
+        (("camera_noise",), False),
+    ]
     rollouts = load_rollouts([write_dataset(tmp_path / "run", rows)], "lift", exclude=["cube_heavy"])
     assert rollouts.perturbations == (("cube_color_green",), ("camera_noise",))
 

@@ -15,8 +15,9 @@ from envs.cli import parse_config
 from envs.perturbations import get_perturbations, task_perturbations, validate_composition
 from envs.tasks import get_task
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
-                database=None)  # fmt: skip
+FAST = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None
+)
 """Modest and reproducible: the same examples every run, nothing written to the checkout."""
 
 LIFT = task_perturbations("lift")
@@ -24,20 +25,30 @@ EXAMPLES = {}  # one catalogue perturbation per family: valid, so each test brea
 for perturbation in LIFT.values():
     EXAMPLES.setdefault(perturbation.family, perturbation)
 FIELDS = [
-    (family, f.name) for family, example in EXAMPLES.items() for f in dataclasses.fields(example)
+    (family, f.name)
+    for family, example in EXAMPLES.items()
+    for f in dataclasses.fields(example)
     if f.name != "description"
-]  # fmt: skip
+]
 
 numbers = st.one_of(
-    st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
     st.integers(min_value=10**300, max_value=10**400),  # past float's range
-)  # fmt: skip
+)
 anything = st.one_of(
-    st.none(), numbers, st.text(max_size=6), st.binary(max_size=3),
-    st.lists(numbers, max_size=5), st.tuples(numbers, numbers, numbers),
-    st.lists(st.text(max_size=3), max_size=4), st.lists(st.lists(numbers, max_size=2), max_size=3),
-    st.dictionaries(st.text(max_size=2), numbers, max_size=2), st.just(object()),
-)  # fmt: skip
+    st.none(),
+    numbers,
+    st.text(max_size=6),
+    st.binary(max_size=3),
+    st.lists(numbers, max_size=5),
+    st.tuples(numbers, numbers, numbers),
+    st.lists(st.text(max_size=3), max_size=4),
+    st.lists(st.lists(numbers, max_size=2), max_size=3),
+    st.dictionaries(st.text(max_size=2), numbers, max_size=2),
+    st.just(object()),
+)
 
 
 def finite_params(perturbation) -> bool:
@@ -75,8 +86,9 @@ def test_any_parameter_value_is_accepted_or_a_value_error_naming_it(family, fiel
 
 
 @FAST
-@given(names=st.lists(st.one_of(st.sampled_from(sorted(LIFT)), st.text(max_size=8), st.none(), st.integers()),
-                     max_size=4))  # fmt: skip
+@given(
+    names=st.lists(st.one_of(st.sampled_from(sorted(LIFT)), st.text(max_size=8), st.none(), st.integers()), max_size=4)
+)
 def test_perturbation_names_resolve_or_list_the_valid_ones(names):
     try:
         chosen = get_perturbations("lift", names)
@@ -118,9 +130,11 @@ class Config:
 
 keys = st.one_of(st.sampled_from([f.name for f in dataclasses.fields(Config)]), st.text(max_size=6))
 values = st.one_of(
-    st.text(max_size=8), st.integers().map(str), st.floats().map(str),
+    st.text(max_size=8),
+    st.integers().map(str),
+    st.floats().map(str),
     st.sampled_from(["", "null", "???", "${x}", "${task}", "[1,2", "{a: 1}", "true", "1e400", "nan", "0x10", "'a'"]),
-)  # fmt: skip
+)
 argument = st.one_of(st.builds(lambda k, v: f"{k}={v}", keys, values), st.text(max_size=8))
 
 
@@ -168,8 +182,10 @@ in_range = {
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-@given(choice=st.sampled_from(sorted(in_range)).flatmap(lambda f: st.tuples(st.just(f), in_range[f])),
-       seed=st.integers(0, 20))  # fmt: skip
+@given(
+    choice=st.sampled_from(sorted(in_range)).flatmap(lambda f: st.tuples(st.just(f), in_range[f])),
+    seed=st.integers(0, 20),
+)
 def test_accepted_values_apply_without_a_simulator_crash(lift_runner, choice, seed):
     """Whatever validation accepts, the scene takes: applied at reset, a few steps of physics, no error. (This
     found object_size's old bound of 0.2 m: boxes that big reach the gripper at reset and blow up the physics.)"""

@@ -27,7 +27,10 @@ def fast_kwargs(env_id: str) -> dict:
         return {}
     task = dataclasses.replace(get_task(gym.spec(env_id).kwargs["task"]), horizon=60)  # after every event step
     return {
-        "task": task, "policy": ScriptedExpert(task), "max_depth": 3, "record_frames": False,
+        "task": task,
+        "policy": ScriptedExpert(task),
+        "max_depth": 3,
+        "record_frames": False,
         "perturbations": list(task_perturbations(task))[:3],
     }
 

@@ -22,11 +22,17 @@ LOW_DIM = ("robot0_eef_pos", "object-state")
 def episode(length: int = 6, seed: int = 0, success: bool = True) -> Episode:
     rng = np.random.default_rng(seed)
     return Episode(
-        task="lift", seed=seed, perturbations=("cube_color_red",), outcome="success" if success else "failure",
-        length=length, failure_step=None, actions=rng.uniform(-1, 1, (length, 7)), states=rng.normal(size=(length, 9)),
+        task="lift",
+        seed=seed,
+        perturbations=("cube_color_red",),
+        outcome="success" if success else "failure",
+        length=length,
+        failure_step=None,
+        actions=rng.uniform(-1, 1, (length, 7)),
+        states=rng.normal(size=(length, 9)),
         observations={"robot0_eef_pos": rng.normal(size=(length, 3)), "object-state": rng.normal(size=(length, 10))},
         frames=rng.integers(0, 256, (length, 84, 84, 3), np.uint8),
-    )  # fmt: skip
+    )
 
 
 def write(path: Path, count: int, **attrs) -> None:
@@ -73,9 +79,12 @@ def test_robomimic_sequence_dataset_reads_our_files(tmp_path):
         writer.write_split(valid_fraction=0.34)
     ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": list(LOW_DIM), "rgb": ["agentview_image"]}})
     dataset = SequenceDataset(
-        hdf5_path=str(path), obs_keys=(*LOW_DIM, "agentview_image"), dataset_keys=("actions", "rewards", "dones"),
-        load_next_obs=True, filter_by_attribute="train",
-    )  # fmt: skip
+        hdf5_path=str(path),
+        obs_keys=(*LOW_DIM, "agentview_image"),
+        dataset_keys=("actions", "rewards", "dones"),
+        load_next_obs=True,
+        filter_by_attribute="train",
+    )
     assert len(dataset) == sum(5 + int(n.split("_")[1]) for n in dataset.demos) and len(dataset.demos) == 2
     with h5py.File(path, "r", swmr=True, libver="latest") as file:  # robomimic holds it open so, per item
         actions = file[f"data/{dataset.demos[0]}/actions"][:]

@@ -11,7 +11,9 @@ def test_simplified_meshes_change_neither_physics_nor_the_picture(lift_runner):
     # Physics sees exactly the same model: collision geoms, masses, inertias.
     collision = (original.model.geom_contype != 0) | (original.model.geom_conaffinity != 0)
     for name in ("geom_size", "geom_pos", "geom_type"):
-        np.testing.assert_array_equal(getattr(simplified.model, name)[collision], getattr(original.model, name)[collision], err_msg=name)
+        np.testing.assert_array_equal(
+            getattr(simplified.model, name)[collision], getattr(original.model, name)[collision], err_msg=name
+        )
     for name in ("body_mass", "body_inertia", "body_pos"):
         np.testing.assert_array_equal(getattr(simplified.model, name), getattr(original.model, name), err_msg=name)
     images = []

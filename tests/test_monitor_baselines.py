@@ -44,9 +44,7 @@ def monitors(encoder, nominal) -> dict:
             "lift", nominal, PadimConfig(time="step", calibration=CALIBRATION), encoder, features
         ),
         "patchcore": PatchCoreMonitor.fit("lift", nominal, PatchCoreConfig(calibration=CALIBRATION), encoder, features),
-        "autoencoder": AutoencoderMonitor.fit(
-            "lift", nominal, AutoencoderConfig(epochs=15, calibration=CALIBRATION)
-        ),
+        "autoencoder": AutoencoderMonitor.fit("lift", nominal, AutoencoderConfig(epochs=15, calibration=CALIBRATION)),
     }
 
 
@@ -73,7 +71,6 @@ def test_baseline_scores_anomalies_above_nominal_and_follows_the_protocol(monito
     # The heatmap points at the blob (rows 50-80, cols 5-45 of 84 px: grid rows 4-6, cols 0-3).
     if name != "autoencoder":
         assert heatmaps[-1][5:, :3].mean() > 2 * heatmaps[-1][0].mean()
-
 
 
 @pytest.mark.parametrize("name", ["padim", "padim_step", "patchcore", "autoencoder"])
@@ -121,6 +118,7 @@ def test_baseline_load_refuses_a_changed_encoder(monitors, tmp_path):
     save_file(tensors, path / "monitor.safetensors")
     with pytest.raises(ValueError, match="encoder's output differs"):
         PadimMonitor.load(path)
+
 
 def test_semantic_filter_decides_failure_with_a_reference_frame(monitors):
     monitor = monitors["patchcore"]

@@ -14,7 +14,10 @@ def test_bench_defaults_agree_with_pot_and_end_with_machine_readable_line(tmp_pa
     budget = ["episodes=6", "alpha=0.5", "frames=3", "repeats=2", "numpy_frames=1"]
     result = subprocess.run(
         [sys.executable, "-m", "monitor.bench", *budget],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "FAILSCOPE_CACHE": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "FAILSCOPE_CACHE": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()

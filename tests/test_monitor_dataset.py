@@ -20,9 +20,16 @@ CATALOGUE = task_perturbations(LIFT)
 def episode(length: int, outcome: str = "failure", failure_step: int | None = None, cube: np.ndarray | None = None):
     cube = np.zeros((length, 3)) if cube is None else cube
     return Episode(
-        task="lift", seed=0, perturbations=(), outcome=outcome, length=length, failure_step=failure_step,
-        actions=np.zeros((length, 7)), states=np.zeros((length, 3)), observations={"cube_pos": cube},
-    )  # fmt: skip
+        task="lift",
+        seed=0,
+        perturbations=(),
+        outcome=outcome,
+        length=length,
+        failure_step=failure_step,
+        actions=np.zeros((length, 7)),
+        states=np.zeros((length, 3)),
+        observations={"cube_pos": cube},
+    )
 
 
 def test_nominal_success_has_no_labels_and_nominal_failure_is_late():
@@ -101,9 +108,21 @@ def test_tiny_run_writes_aligned_frames_and_labels(tmp_path, lift_runner):  # li
     out = tmp_path / "simfails.hdf5"
     teleport = CATALOGUE["event_cube_teleport"]
     argv = [
-        "task=lift", "policy=scripted", f"out={out}", "fit_episodes=1", "max_fit_attempts=2", "test_nominal=0",
-        "test_reset=0", "test_events=1", "filter_nominal=0", "filter_reset=0", "filter_events=0",
-        "perturbations=none", "events=event_cube_teleport", "horizon=40", "workers=0",
+        "task=lift",
+        "policy=scripted",
+        f"out={out}",
+        "fit_episodes=1",
+        "max_fit_attempts=2",
+        "test_nominal=0",
+        "test_reset=0",
+        "test_events=1",
+        "filter_nominal=0",
+        "filter_reset=0",
+        "filter_events=0",
+        "perturbations=none",
+        "events=event_cube_teleport",
+        "horizon=40",
+        "workers=0",
     ]
     main(argv)
     with h5py.File(out, "r") as file:
@@ -148,10 +167,14 @@ def synthetic_simfails(path, task: str = "lift") -> None:
             anomaly = (np.arange(length) >= 5) & (kind != "nominal")
             group = data.create_group(f"demo_{i}")
             group.attrs.update(
-                split=split, kind="nominal" if kind == "nominal" else "event", seed=i, num_samples=length,
-                perturbation="" if kind == "nominal" else kind, outcome="failure" if kind == "failure" else "success",
+                split=split,
+                kind="nominal" if kind == "nominal" else "event",
+                seed=i,
+                num_samples=length,
+                perturbation="" if kind == "nominal" else kind,
+                outcome="failure" if kind == "failure" else "success",
                 family={"nominal": "nominal", "benign": "distractor", "failure": "object_teleport"}[kind],
-            )  # fmt: skip
+            )
             group.create_dataset("obs/agentview_image", data=frames)
             group.create_dataset("anomaly", data=anomaly.astype(np.uint8))
             group.create_dataset("failure", data=(anomaly & (kind == "failure")).astype(np.uint8))

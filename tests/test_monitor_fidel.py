@@ -178,8 +178,11 @@ def test_config_round_trips_through_json_and_rejects_bad_values():
     published = FidelConfig(frame_score="transport", heatmap="min", time_weight=0.0, lag=2, top_k=5)
     assert FidelConfig.from_dict(json.loads(json.dumps(published.to_dict()))) == published
     for kwargs, message in [
-        ({"frame_score": "mean"}, "frame_score"), ({"heatmap": "max"}, "heatmap"), ({"top_k": 50}, "top_k"),
-        ({"time_weight": -1.0}, "time_weight"), ({"lag": -1}, "lag"),
+        ({"frame_score": "mean"}, "frame_score"),
+        ({"heatmap": "max"}, "heatmap"),
+        ({"top_k": 50}, "top_k"),
+        ({"time_weight": -1.0}, "time_weight"),
+        ({"lag": -1}, "lag"),
     ]:
         with pytest.raises(ValueError, match=message):
             FidelConfig(**kwargs)

@@ -14,9 +14,7 @@ def test_auroc_and_f1_helpers_match_references():
     pos, neg = scores[labels][:, None], scores[~labels][None, :]
     brute = ((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size)
     assert auroc(scores, labels) == pytest.approx(brute, abs=1e-12)
-    best = max(
-        2 * (labels & (scores >= t)).sum() / ((scores >= t).sum() + labels.sum()) for t in np.unique(scores)
-    )
+    best = max(2 * (labels & (scores >= t)).sum() / ((scores >= t).sum() + labels.sum()) for t in np.unique(scores))
     assert f1_optimal(scores, labels)[0] == pytest.approx(best, abs=1e-12)
     assert auroc(np.arange(4.0), np.array([0, 0, 1, 1])) == 1.0 and np.isnan(auroc(np.ones(3), np.zeros(3)))
     metrics = pytest.importorskip("sklearn.metrics")

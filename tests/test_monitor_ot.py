@@ -48,8 +48,8 @@ def test_positional_term_adds_lambda_times_grid_distance():
     mean, std = random_memory()
     x = query_near(mean, 2, 1.0, seed=1)
     distances = grid_distances(PATCHES)
-    assert distances[0, 1] == 1 and distances[0, 5] == pytest.approx(2**0.5) and distances[3, 12] == pytest.approx(
-        18**0.5
+    assert (
+        distances[0, 1] == 1 and distances[0, 5] == pytest.approx(2**0.5) and distances[3, 12] == pytest.approx(18**0.5)
     )  # 4×4 grid, row-major
     torch.testing.assert_close(PatchCost(mean, std, 0.7)(x), PatchCost(mean, std)(x) + 0.7 * distances)
     with pytest.raises(ValueError, match="square patch grid"):
@@ -191,8 +191,11 @@ def test_scorer_rejects_mismatched_prior_and_window():
         OTScorer(cost, OTConfig(), torch.zeros(STEPS, PATCHES), window=-1)
     prior = torch.zeros(STEPS, PATCHES)
     for kwargs, message in [
-        ({"frame_score": "mean"}, "valid: transport, heatmap, band"), ({"heatmap": "max"}, "valid: min, transport"),
-        ({"top_k": 0}, "top_k"), ({"top_k": PATCHES + 1}, "top_k"), ({"time_weight": -1.0}, "time_weight"),
+        ({"frame_score": "mean"}, "valid: transport, heatmap, band"),
+        ({"heatmap": "max"}, "valid: min, transport"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": PATCHES + 1}, "top_k"),
+        ({"time_weight": -1.0}, "time_weight"),
         ({"lag": -1}, "lag"),
     ]:
         with pytest.raises(ValueError, match=message):

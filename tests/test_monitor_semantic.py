@@ -187,9 +187,14 @@ def free_port() -> int:
 @pytest.mark.parametrize("fallback", ["failure", "benign"])
 def test_unreachable_endpoint_falls_back_and_warns_once(fallback):
     vlm = build_semantic_filter(
-        "vlm", base_url=f"http://127.0.0.1:{free_port()}/v1", retries=1, backoff_s=0.01, timeout_s=2,
-        fallback=fallback, disable_after=None,
-    )  # fmt: skip
+        "vlm",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        retries=1,
+        backoff_s=0.01,
+        timeout_s=2,
+        fallback=fallback,
+        disable_after=None,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         answers = [vlm(TASK, *inputs()) for _ in range(4)]
@@ -211,9 +216,11 @@ def test_failing_endpoint_is_no_longer_called_after_disable_after(endpoint):
 
 def test_malformed_replies_fall_back_with_one_warning(endpoint):
     server = endpoint(
-        completion("I cannot tell from these images."), (200, b"<html>not json</html>"), (200, b'{"choices": []}'),
+        completion("I cannot tell from these images."),
+        (200, b"<html>not json</html>"),
+        (200, b'{"choices": []}'),
         completion('{"verdict": "benign", "reason": "ok"}'),
-    )  # fmt: skip
+    )
     vlm = build_semantic_filter("vlm", base_url=server.base_url, retries=0, disable_after=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -278,9 +285,10 @@ def trained() -> TrainedFilter:
 def test_trained_filter_separates_failures_from_benign_anomalies(trained):
     held_out = synthetic_examples(32, seed=1)
     p = trained.predict_proba(
-        np.stack([e.reference_frame for e in held_out]), np.stack([e.frame for e in held_out]),
+        np.stack([e.reference_frame for e in held_out]),
+        np.stack([e.frame for e in held_out]),
         np.stack([e.heatmap for e in held_out]),
-    )  # fmt: skip
+    )
     accuracy = float(np.mean((p > 0.5) == np.array([e.is_failure for e in held_out])))
     assert accuracy >= 0.85, accuracy
     assert trained.stats["examples"] == 32 and trained.stats["failures"] == 16

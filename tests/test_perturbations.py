@@ -11,16 +11,33 @@ from envs.tasks import get_task
 ROBOMD_LIFT = [
     *(f"cube_color_{c}" for c in ("red", "green", "blue", "gray")),
     *(f"table_color_{c}" for c in ("green", "blue", "red", "gray")),
-    "table_size_0.8x0.2x0.025", "table_size_0.2x0.8x0.025",
-    "cube_size_0.04x0.04x0.04", "cube_size_0.01x0.01x0.01", "cube_size_0.04x0.01x0.01",
+    "table_size_0.8x0.2x0.025",
+    "table_size_0.2x0.8x0.025",
+    "cube_size_0.04x0.04x0.04",
+    "cube_size_0.01x0.01x0.01",
+    "cube_size_0.04x0.01x0.01",
     *(f"robot_color_{c}" for c in ("red", "green", "cyan", "gray")),
     *(f"light_color_{c}" for c in ("red", "green", "blue", "gray")),
 ]
 
 REQUIRED_FAMILIES = {
-    "object_color", "table_color", "robot_color", "light_color", "light_intensity", "object_size", "table_size",
-    "camera_pose", "object_mass", "friction", "distractor", "init_offset", "obs_noise", "action_noise",
-    "object_nudge", "object_teleport", "gripper_open",
+    "object_color",
+    "table_color",
+    "robot_color",
+    "light_color",
+    "light_intensity",
+    "object_size",
+    "table_size",
+    "camera_pose",
+    "object_mass",
+    "friction",
+    "distractor",
+    "init_offset",
+    "obs_noise",
+    "action_noise",
+    "object_nudge",
+    "object_teleport",
+    "gripper_open",
 }
 
 

@@ -43,11 +43,14 @@ def test_collect_writes_robomimic_layout_and_resumes(demos):
 
 # One architecture in the default run; the others share the whole path but the model (slow).
 @pytest.mark.parametrize(
-    "arch", ["bc_image", pytest.param("bc_rnn", marks=pytest.mark.slow), pytest.param("bc_lowdim", marks=pytest.mark.slow)]
+    "arch",
+    ["bc_image", pytest.param("bc_rnn", marks=pytest.mark.slow), pytest.param("bc_lowdim", marks=pytest.mark.slow)],
 )
 def test_train_then_evaluate_round_trip(demos, tmp_path, arch):
     out = tmp_path / arch
-    Trainer(TrainConfig(task="lift", arch=arch, data=str(demos), out=str(out), epochs=1, eval_every=1, eval_episodes=1)).run()
+    Trainer(
+        TrainConfig(task="lift", arch=arch, data=str(demos), out=str(out), epochs=1, eval_every=1, eval_episodes=1)
+    ).run()
     assert (out / "model.safetensors").is_file() and (out / "tensorboard").is_dir()
     policy, task = load_policy(str(out))
     assert task.name == "lift"
@@ -98,7 +101,9 @@ def test_torchscript_adapter(tmp_path):
     torch.jit.script(TinyScripted()).save(str(path))
     with pytest.raises(FileNotFoundError, match="policy.json is missing"):
         load_policy(str(path))
-    path.with_suffix(".json").write_text(json.dumps({"task": "lift", "obs_keys": ["agentview_image", "robot0_eef_pos"]}))
+    path.with_suffix(".json").write_text(
+        json.dumps({"task": "lift", "obs_keys": ["agentview_image", "robot0_eef_pos"]})
+    )
     policy, task = load_policy(str(path))
     obs = {"agentview_image": np.zeros((84, 84, 3), np.uint8), "robot0_eef_pos": np.zeros(3)}
     assert policy.act(obs).shape == (7,) and task.name == "lift"
@@ -190,8 +195,11 @@ class NoAct:
     [
         ("os:path", "policy 'os:path' is a module, not a policy: name a Policy class"),
         ("os:sep", "policy 'os:sep' is a str, not a policy"),
-        ("os.path:join", "policy 'os.path:join' failed its test action on a dummy lift observation (zeros for "
-         "agentview_image): TypeError: expected str, bytes or os.PathLike object, not dict"),
+        (
+            "os.path:join",
+            "policy 'os.path:join' failed its test action on a dummy lift observation (zeros for "
+            "agentview_image): TypeError: expected str, bytes or os.PathLike object, not dict",
+        ),
         ("test_policies:wrong_length_action", "act returned shape (3,) on a dummy lift observation; expected (7,)"),
         ("test_policies:NoAct", "(NoAct) lacks act; a policy has obs_keys, action_dim, reset() and act(obs)"),
         ("no_such_module:x", "cannot import 'no_such_module:x'"),
@@ -210,8 +218,11 @@ def test_a_real_callable_policy_passes_the_load_check():
     policy, task = load_policy("fake_policies:BlueAverse", "lift")
     assert task.name == "lift" and policy.phase == "approach"  # reset after the test action
     obs = dummy_observation(get_task("stack"), ("object-state", "cubeA_to_cubeB", "robot0_proprio-state"))
-    assert {k: v.shape for k, v in obs.items()} == {"object-state": (23,), "cubeA_to_cubeB": (3,),
-                                                    "robot0_proprio-state": (50,)}  # fmt: skip
+    assert {k: v.shape for k, v in obs.items()} == {
+        "object-state": (23,),
+        "cubeA_to_cubeB": (3,),
+        "robot0_proprio-state": (50,),
+    }
     assert obs_shape(get_task("lift"), "agentview_image") == (84, 84, 3) and obs_shape(task, "depth") is None
 
 
@@ -243,10 +254,14 @@ def test_nominal_collection_gives_up_early_on_a_failing_policy():
     "successes, attempts, hopeless_",
     [
         (0, 4, False),  # too few attempts to judge the rate
-        (0, 9, True), (0, 8, False),  # an always-failing policy: given up on after 9 of 80
-        (2, 20, True), (10, 20, False),  # 10%: hopeless; 50%: still possible
-        (35, 41, False), (30, 71, True),  # the cap: 10 still needed in 9 left
-        (39, 79, False), (40, 80, False),
+        (0, 9, True),
+        (0, 8, False),  # an always-failing policy: given up on after 9 of 80
+        (2, 20, True),
+        (10, 20, False),  # 10%: hopeless; 50%: still possible
+        (35, 41, False),
+        (30, 71, True),  # the cap: 10 still needed in 9 left
+        (39, 79, False),
+        (40, 80, False),
     ],
 )
 def test_hopeless_rule(successes, attempts, hopeless_):

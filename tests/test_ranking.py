@@ -11,7 +11,9 @@ from diagnosis.ranking import Ranking
 def write_truth(path, rates, episodes=20, task="lift", policy="p"):
     from experiments.ground_truth import entry
 
-    rows = [entry(name, name, "f", [i < round(rate * episodes) for i in range(episodes)]) for name, rate in rates.items()]
+    rows = [
+        entry(name, name, "f", [i < round(rate * episodes) for i in range(episodes)]) for name, rate in rates.items()
+    ]
     path.write_text(json.dumps({"task": task, "policy": policy, "episodes": episodes, "perturbations": rows}))
     return path
 
@@ -20,7 +22,9 @@ def test_metrics_of_a_peaked_and_a_flat_ranking():
     peaked = Ranking(("a", "b", "c", "d"), np.array([1.0, 0.0, 0.0, 0.0]))
     assert peaked.entropy() == 0 and peaked.severity_index() == 1.0 and peaked.failure_modes() == ["a"]
     flat = Ranking(("a", "b", "c", "d"), np.full(4, 0.3))
-    assert flat.entropy() == pytest.approx(np.log(4)) and flat.severity_index() == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
+    assert flat.entropy() == pytest.approx(np.log(4)) and flat.severity_index() == pytest.approx(
+        (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4
+    )
     assert flat.failure_modes() == []  # nothing is more failure-prone than uniform
     assert Ranking(("a", "b"), np.array([0.2, 0.6])).probabilities == pytest.approx([0.25, 0.75])
 
@@ -84,8 +88,11 @@ def test_thompson_concentrates_on_the_failing_arm():
 
 @pytest.mark.parametrize(
     "content, message",
-    [("{", "is not valid JSON"), ('{"task": "lift"}', "is not a ground-truth file"),
-     ('{"task": "lift", "policy": "p", "perturbations": [{"perturbation": "a"}]}', "is not a ground-truth file")],
+    [
+        ("{", "is not valid JSON"),
+        ('{"task": "lift"}', "is not a ground-truth file"),
+        ('{"task": "lift", "policy": "p", "perturbations": [{"perturbation": "a"}]}', "is not a ground-truth file"),
+    ],
 )
 def test_a_damaged_ground_truth_file_is_one_clear_error(tmp_path, content, message):
     from diagnosis.evaluation import load_ground_truth

@@ -34,9 +34,17 @@ def test_progress_line_estimates_time_left_from_this_sessions_rate():
 
 def summary_with(candidates: int) -> dict:
     ranking = [
-        {"rank": i + 1, "perturbation": f"perturbation_with_a_long_name_{i:03d}", "search_score": 1.0 / (i + 2),
-         "failure_rate": 0.5, "failure_rate_low": 0.2, "failure_rate_high": 0.8, "failed_alone": 5,
-         "tried_alone": 10, "ground_truth_success": 0.4}
+        {
+            "rank": i + 1,
+            "perturbation": f"perturbation_with_a_long_name_{i:03d}",
+            "search_score": 1.0 / (i + 2),
+            "failure_rate": 0.5,
+            "failure_rate_low": 0.2,
+            "failure_rate_high": 0.8,
+            "failed_alone": 5,
+            "tried_alone": 10,
+            "ground_truth_success": 0.4,
+        }
         for i in range(candidates)
     ]
     total = sum(r["search_score"] for r in ranking)
@@ -67,9 +75,16 @@ def test_monitor_text_tells_prediction_from_detection_and_the_overrun_rule_apart
         "step 14; overrun rule from step 49"
     )
     agreement = {
-        "true_positive": 9, "sim_failures": 10, "tpr": 0.9, "true_negative": 3, "sim_successes": 5, "tnr": 0.6,
-        "without_overrun": {"true_positive": 4, "tpr": 0.4, "tnr": 0.8}, "predicted": 7,
-        "median_first_anomaly": 0.0, "median_first_failure_acting": 12.0,
+        "true_positive": 9,
+        "sim_failures": 10,
+        "tpr": 0.9,
+        "true_negative": 3,
+        "sim_successes": 5,
+        "tnr": 0.6,
+        "without_overrun": {"true_positive": 4, "tpr": 0.4, "tnr": 0.8},
+        "predicted": 7,
+        "median_first_anomaly": 0.0,
+        "median_first_failure_acting": 12.0,
     }
     first, second = monitor_lines(agreement)
     assert "TPR 0.90; without the overrun rule 4, TPR 0.40" in first and "without the rule 0.80" in first

@@ -48,10 +48,13 @@ def test_robomimic_checkpoint_runs_in_a_rollout(tmp_path):
     policy.reset()
     adapted = policy.act(obs)
     policy.reset()
-    direct = policy.policy(ob={
-        "robot0_eef_pos": obs["robot0_eef_pos"], "object": obs["object-state"],
-        "agentview_image": episode.frames[0].transpose(2, 0, 1).astype(np.float32) / 255.0,
-    })
+    direct = policy.policy(
+        ob={
+            "robot0_eef_pos": obs["robot0_eef_pos"],
+            "object": obs["object-state"],
+            "agentview_image": episode.frames[0].transpose(2, 0, 1).astype(np.float32) / 255.0,
+        }
+    )
     np.testing.assert_allclose(adapted, direct, rtol=1e-5, atol=1e-6)
 
 

@@ -17,8 +17,13 @@ from envs.rollout import Runner
 FAKE = "tests.fake_policies:BlueAverse"  # scripted expert that freezes in a blue scene: fast and predictable
 CANDIDATES = "[table_color_blue,light_color_blue,cube_color_red,cube_heavy]"
 TINY = [
-    f"policy.name={FAKE}", "task.horizon=40", f"task.perturbations={CANDIDATES}", "monitor=none",
-    "report.top_k=2", "report.videos=false", "search.n_envs=1",
+    f"policy.name={FAKE}",
+    "task.horizon=40",
+    f"task.perturbations={CANDIDATES}",
+    "monitor=none",
+    "report.top_k=2",
+    "report.videos=false",
+    "search.n_envs=1",
 ]
 
 
@@ -32,8 +37,12 @@ def config(*overrides):
 
 def run_cli(*args, **kwargs):
     return subprocess.Popen(
-        [sys.executable, "-m", "diagnosis.search", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=Path(__file__).parent.parent, **kwargs,
+        [sys.executable, "-m", "diagnosis.search", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        **kwargs,
     )
 
 
@@ -88,8 +97,12 @@ def test_cli_lists_the_valid_search_methods():
 def test_monitor_watches_every_rollout_and_labels_every_frame(tmp_path, monkeypatch):
     monkeypatch.setattr("monitor.build.CACHE_ROOT", tmp_path / "monitors")
     cfg = config(
-        "monitor=fidel", "monitor.episodes=6", "monitor.alpha=0.5",  # the fewest episodes for α=0.5
-        "search=uniform", "search.total_rollouts=4", "search.outcome=both",
+        "monitor=fidel",
+        "monitor.episodes=6",
+        "monitor.alpha=0.5",  # the fewest episodes for α=0.5
+        "search=uniform",
+        "search.total_rollouts=4",
+        "search.outcome=both",
     )
     summary = run_search(cfg, tmp_path / "run")
     assert summary["budget"]["rollouts_done"] == 4
@@ -130,11 +143,14 @@ def test_evaluate_cli_compares_a_run_with_ground_truth(tmp_path):
     run_search(config("search=uniform", "search.total_rollouts=4"), tmp_path)
     truth = write_truth(
         tmp_path / "truth.json",
-        {"table_color_blue": 0.0, "light_color_blue": 0.0, "cube_color_red": 1.0, "cube_heavy": 1.0}, policy=FAKE,
+        {"table_color_blue": 0.0, "light_color_blue": 0.0, "cube_color_red": 1.0, "cube_heavy": 1.0},
+        policy=FAKE,
     )
     result = subprocess.run(
         [sys.executable, "-m", "diagnosis.evaluate", f"run={tmp_path}", f"ground_truth={truth}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "pairwise_accuracy: 1.000"

@@ -48,7 +48,9 @@ def test_same_family_replaces_and_depth_truncates(env):
     env.step(CANDIDATES.index("cube_color_red"))
     env.step(CANDIDATES.index("cube_color_green"))
     assert [p.name for p in env.applied] == ["cube_color_green"]  # a cube cannot be red and green at once
-    shallow = FailureSearchEnv(TASK, policy=BlueAverse(TASK), perturbations=CANDIDATES, max_depth=2, record_frames=False)
+    shallow = FailureSearchEnv(
+        TASK, policy=BlueAverse(TASK), perturbations=CANDIDATES, max_depth=2, record_frames=False
+    )
     shallow.reset(seed=0)
     _, _, terminated, truncated, _ = shallow.step(CANDIDATES.index("cube_heavy"))
     assert not (terminated or truncated)

@@ -51,7 +51,11 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 def cli(*args, env=None, timeout=600):
     return subprocess.run(
-        [sys.executable, "-m", "diagnosis.search", *args], capture_output=True, text=True, cwd=ROOT, env=env,
+        [sys.executable, "-m", "diagnosis.search", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
         timeout=timeout,
     )
 
@@ -68,7 +72,9 @@ def uninterrupted(tmp_path_factory):
 
 
 # uniform: stopped at a safe point; ppo: stopped mid-collection, so resume reruns rollouts after its checkpoint.
-@pytest.mark.parametrize("method, after", [("uniform", 1), pytest.param("uniform", 4, marks=pytest.mark.slow), ("ppo", 3)])
+@pytest.mark.parametrize(
+    "method, after", [("uniform", 1), pytest.param("uniform", 4, marks=pytest.mark.slow), ("ppo", 3)]
+)
 def test_ctrl_c_at_any_rollout_keeps_each_finished_one_once_and_resume_ends_as_uninterrupted(
     tmp_path, monkeypatch, uninterrupted, method, after
 ):
@@ -83,8 +89,10 @@ def test_ctrl_c_at_any_rollout_keeps_each_finished_one_once_and_resume_ends_as_u
     assert state["rollouts"] == after + 1 and state["checkpoint_rollouts"] <= after + 1
 
     monkeypatch.setenv("FAILSCOPE_TEST_AFTER", "-1")  # never again
-    resumed = run_search(config(f"search={method}", "search.total_rollouts=6", INTERRUPTING, *extra,
-                                f"search.resume={tmp_path}"), tmp_path)
+    resumed = run_search(
+        config(f"search={method}", "search.total_rollouts=6", INTERRUPTING, *extra, f"search.resume={tmp_path}"),
+        tmp_path,
+    )
     assert resumed["status"] == "complete" and resumed["budget"]["rollouts_done"] == 6
     assert_same_run(tmp_path, uninterrupted[method])
 
@@ -156,14 +164,18 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "override, message",
-    [("search.n_envs=3", "only search.total_rollouts may change, got search.n_envs=3"),
-     ("monitor=fidel", "only search.total_rollouts may change, got monitor=fidel")],
+    [
+        ("search.n_envs=3", "only search.total_rollouts may change, got search.n_envs=3"),
+        ("monitor=fidel", "only search.total_rollouts may change, got monitor=fidel"),
+    ],
 )
 def test_resume_refuses_overrides_it_would_ignore(interrupted_run, override, message):
     with pytest.raises(ValueError, match=message):
         load_resumed(config(f"search.resume={interrupted_run}"), [f"search.resume={interrupted_run}", override])
-    resumed = load_resumed(config(f"search.resume={interrupted_run}", "search.total_rollouts=9"),
-                           [f"search.resume={interrupted_run}", "search.total_rollouts=9"])
+    resumed = load_resumed(
+        config(f"search.resume={interrupted_run}", "search.total_rollouts=9"),
+        [f"search.resume={interrupted_run}", "search.total_rollouts=9"],
+    )
     assert resumed.search.total_rollouts == 9 and resumed.search.method == "ppo"
 
 
@@ -216,7 +228,6 @@ def test_bandit_state_round_trips_through_json_and_continues_the_same_stream():
     a.select(4)
     b.load_state(json.loads(json.dumps(a.state())))
     np.testing.assert_array_equal(a.select(8), b.select(8))
-
 
 
 def test_closing_workers_does_not_wait_for_a_result_already_read():

@@ -1,7 +1,7 @@
 """Perturbation families and each task's named perturbation set.
 
-    from envs.perturbations import task_perturbations, get_perturbations
-    get_perturbations("lift", ["cube_color_red", "light_dim"])
+from envs.perturbations import task_perturbations, get_perturbations
+get_perturbations("lift", ["cube_color_red", "light_dim"])
 """
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ from envs.perturbations.catalog import default_perturbations
 from envs.tasks import TaskSpec, get_task
 
 __all__ = [
-    "COLORS", "FAMILIES", "Perturbation", "get_family", "register_family",
-    "task_perturbations", "get_perturbations", "resolve", "validate_composition",
+    "COLORS",
+    "FAMILIES",
+    "Perturbation",
+    "get_family",
+    "register_family",
+    "task_perturbations",
+    "get_perturbations",
+    "resolve",
+    "validate_composition",
 ]
 
 

@@ -46,7 +46,9 @@ def get_family(name: str) -> type[Perturbation]:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(f"unknown perturbation family {name!r}; valid families: {', '.join(sorted(FAMILIES))}") from None
+        raise ValueError(
+            f"unknown perturbation family {name!r}; valid families: {', '.join(sorted(FAMILIES))}"
+        ) from None
 
 
 def _numbers(what: str, values: Iterable[float]) -> np.ndarray:

@@ -34,7 +34,11 @@ def robomd_appearance(task: TaskSpec) -> list[Perturbation]:
         for size in ((0.8, 0.2, 0.025), (0.2, 0.8, 0.025)):
             shape = "long and narrow" if size[0] > size[1] else "short and deep"
             items.append(
-                TableSize(name=f"table_size_{_dims(size)}", description=f"the table is {shape} ({_dims(size)} m)", full_size=size)
+                TableSize(
+                    name=f"table_size_{_dims(size)}",
+                    description=f"the table is {shape} ({_dims(size)} m)",
+                    full_size=size,
+                )
             )
     if task.name in BOX_OBJECT_TASKS:
         for half, words in (
@@ -58,13 +62,24 @@ def scene_and_dynamics(task: TaskSpec) -> list[Perturbation]:
     obj = task.object_names[0]
     key = obj.replace(" ", "_")
     return [
-        CameraPose(name="camera_shift_left", description="the camera is moved 5 cm to the left", offset=(0.0, -0.05, 0.0)),
-        CameraPose(name="camera_tilt_down", description="the camera is tilted down by 8 degrees", rotation_deg=(-8.0, 0.0, 0.0)),
+        CameraPose(
+            name="camera_shift_left", description="the camera is moved 5 cm to the left", offset=(0.0, -0.05, 0.0)
+        ),
+        CameraPose(
+            name="camera_tilt_down", description="the camera is tilted down by 8 degrees", rotation_deg=(-8.0, 0.0, 0.0)
+        ),
         LightIntensity(name="light_dim", description="the room is dim", scale=0.35),
-        LightIntensity(name="light_bright_side", description="a bright light shines from the side", scale=1.6, direction=(1.0, 0.0, -0.4)),
+        LightIntensity(
+            name="light_bright_side",
+            description="a bright light shines from the side",
+            scale=1.6,
+            direction=(1.0, 0.0, -0.4),
+        ),
         ObjectMass(name=f"{key}_heavy", description=f"the {obj} is ten times heavier", scale=10.0),
         Friction(name=f"{key}_slippery", description=f"the {obj} is slippery", scale=0.1),
-        Distractor(name="distractor_box", description="an orange box stands next to the object", shape="box", offset=(0.0, 0.1)),
+        Distractor(
+            name="distractor_box", description="an orange box stands next to the object", shape="box", offset=(0.0, 0.1)
+        ),
         InitOffset(name=f"{key}_offset_far", description=f"the {obj} starts 10 cm further away", offset=(0.1, 0.0)),
         ObsNoise(name="camera_noise", description="the camera image is noisy", image_std=25.0),
         ActionNoise(name="action_noise", description="the arm's motion is jittery", std=0.3),
@@ -78,12 +93,31 @@ def mid_episode_events(task: TaskSpec, at_step: int) -> list[Perturbation]:
     return [
         LightIntensity(name="event_light_dim", description="the light dims mid-task", scale=0.35, at_step=at_step),
         Distractor(
-            name="event_distractor", description="a ball appears next to the object mid-task", shape="sphere",
-            rgba=(0.2, 0.4, 0.9, 1.0), offset=(0.0, -0.12), at_step=at_step,
+            name="event_distractor",
+            description="a ball appears next to the object mid-task",
+            shape="sphere",
+            rgba=(0.2, 0.4, 0.9, 1.0),
+            offset=(0.0, -0.12),
+            at_step=at_step,
         ),
-        ObjectNudge(name=f"event_{key}_nudge", description=f"the {obj} is bumped mid-task", velocity=(0.0, 0.6, 0.0), at_step=at_step),
-        ObjectTeleport(name=f"event_{key}_teleport", description=f"the {obj} jumps 8 cm mid-task", offset=(0.0, 0.08), at_step=at_step),
-        GripperForcedOpen(name="event_gripper_open", description="the gripper opens by itself mid-task", duration=15, at_step=at_step + 10),
+        ObjectNudge(
+            name=f"event_{key}_nudge",
+            description=f"the {obj} is bumped mid-task",
+            velocity=(0.0, 0.6, 0.0),
+            at_step=at_step,
+        ),
+        ObjectTeleport(
+            name=f"event_{key}_teleport",
+            description=f"the {obj} jumps 8 cm mid-task",
+            offset=(0.0, 0.08),
+            at_step=at_step,
+        ),
+        GripperForcedOpen(
+            name="event_gripper_open",
+            description="the gripper opens by itself mid-task",
+            duration=15,
+            at_step=at_step + 10,
+        ),
     ]
 
 

@@ -9,6 +9,13 @@ from monitor.baselines.padim import PadimConfig, PadimMonitor
 from monitor.baselines.patchcore import PatchCoreConfig, PatchCoreMonitor
 
 __all__ = [
-    "AutoencoderConfig", "AutoencoderMonitor", "Calibration", "PadimConfig", "PadimMonitor", "PatchCoreConfig",
-    "PatchCoreMonitor", "ThresholdMonitor", "calibrated_threshold",
+    "AutoencoderConfig",
+    "AutoencoderMonitor",
+    "Calibration",
+    "PadimConfig",
+    "PadimMonitor",
+    "PatchCoreConfig",
+    "PatchCoreMonitor",
+    "ThresholdMonitor",
+    "calibrated_threshold",
 ]

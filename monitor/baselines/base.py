@@ -181,8 +181,15 @@ class ThresholdMonitor:
         late = overrun_step([len(nominal_episodes[i]) for i in calibrate]) if calibration.overrun else None
         instruction = get_task(task).instruction
         return cls(
-            task=task, instruction=instruction, config=config, scorer=scorer, threshold=threshold,
-            reference_frames=references, uses_time=uses_time, overrun_step=late, semantic_filter=semantic_filter,
+            task=task,
+            instruction=instruction,
+            config=config,
+            scorer=scorer,
+            threshold=threshold,
+            reference_frames=references,
+            uses_time=uses_time,
+            overrun_step=late,
+            semantic_filter=semantic_filter,
         )
 
     def reset(self) -> None:
@@ -247,10 +254,15 @@ class ThresholdMonitor:
                 tensors["fingerprint"] = encoder.fingerprint(self.frame_shape)
         save_file(tensors, path / "monitor.safetensors")
         meta = {
-            "format": FORMAT_VERSION, "kind": self.kind, "task": self.task, "instruction": self.instruction,
-            "threshold": self.threshold, "uses_time": self.uses_time, "overrun_step": self.overrun_step,
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "task": self.task,
+            "instruction": self.instruction,
+            "threshold": self.threshold,
+            "uses_time": self.uses_time,
+            "overrun_step": self.overrun_step,
             "config": asdict(self.config),
-        }  # fmt: skip
+        }
         (path / "monitor.json").write_text(json.dumps(meta, indent=2))
         return path
 
@@ -288,9 +300,15 @@ class ThresholdMonitor:
             with torch_threads(TORCH_THREADS):
                 encoder.check_fingerprint(tensors["fingerprint"], references.shape[1:], f"the monitor in {str(path)!r}")
         return kind(
-            task=meta["task"], instruction=meta["instruction"], config=config, scorer=scorer,
-            threshold=float(meta["threshold"]), reference_frames=references, uses_time=bool(meta["uses_time"]),
-            overrun_step=meta["overrun_step"], semantic_filter=semantic_filter,
+            task=meta["task"],
+            instruction=meta["instruction"],
+            config=config,
+            scorer=scorer,
+            threshold=float(meta["threshold"]),
+            reference_frames=references,
+            uses_time=bool(meta["uses_time"]),
+            overrun_step=meta["overrun_step"],
+            semantic_filter=semantic_filter,
         )
 
 

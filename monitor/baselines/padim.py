@@ -148,7 +148,11 @@ class PadimMonitor(ThresholdMonitor):
             return PadimScorer.fit(encoder, [features[i] for i in learn], config)
 
         return cls.fit_scorer(
-            task, nominal_episodes, config, build, uses_time=config.time == "step",
+            task,
+            nominal_episodes,
+            config,
+            build,
+            uses_time=config.time == "step",
             semantic_filter=semantic_filter,
             score_nominal=lambda scorer, i: scorer.score_features(features[i], np.arange(len(features[i])))[0],
-        )  # fmt: skip
+        )

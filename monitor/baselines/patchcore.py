@@ -120,6 +120,10 @@ class PatchCoreMonitor(ThresholdMonitor):
             return PatchCoreScorer.fit(encoder, [features[i] for i in learn], config)
 
         return cls.fit_scorer(
-            task, nominal_episodes, config, build, semantic_filter=semantic_filter,
+            task,
+            nominal_episodes,
+            config,
+            build,
+            semantic_filter=semantic_filter,
             score_nominal=lambda scorer, i: scorer.score_features(features[i], np.arange(len(features[i])))[0],
-        )  # fmt: skip
+        )

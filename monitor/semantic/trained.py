@@ -97,10 +97,17 @@ def semantic_features(
     pixels = (frames.astype(np.float32) - reference_frames.astype(np.float32)) / 255.0
     colour = torch.from_numpy(np.concatenate([pixels.mean((1, 2)), np.abs(pixels).mean((1, 2))], 1))
     parts = [
-        current.mean(1), reference.mean(1), difference.abs().mean(1),
-        (weights[..., None] * current).sum(1), (weights[..., None] * difference).sum(1),
-        distance, heat, concentration(heat), concentration(distance), colour,
-    ]  # fmt: skip
+        current.mean(1),
+        reference.mean(1),
+        difference.abs().mean(1),
+        (weights[..., None] * current).sum(1),
+        (weights[..., None] * difference).sum(1),
+        distance,
+        heat,
+        concentration(heat),
+        concentration(distance),
+        colour,
+    ]
     features = torch.cat(parts, 1).float()
     if not torch.isfinite(features).all():
         raise FloatingPointError("the encoder returned NaN or infinite features for the semantic filter")
@@ -185,8 +192,14 @@ class TrainedFilter:
             fingerprint = encoder.fingerprint(shapes.pop())
         stats = {"examples": len(examples), "failures": int(positives), "train_accuracy": accuracy}
         return cls(
-            encoder=encoder, config=config, model=model, feature_mean=mean, feature_std=std,
-            frame_shape=examples[0].frame.shape, fingerprint=fingerprint, stats=stats,
+            encoder=encoder,
+            config=config,
+            model=model,
+            feature_mean=mean,
+            feature_std=std,
+            frame_shape=examples[0].frame.shape,
+            fingerprint=fingerprint,
+            stats=stats,
         )
 
     def predict_proba(self, reference_frames: np.ndarray, frames: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
@@ -217,9 +230,13 @@ class TrainedFilter:
         tensors.update(feature_mean=self.feature_mean, feature_std=self.feature_std, fingerprint=self.fingerprint)
         save_file(tensors, path / FILTER_TENSORS)
         meta = {
-            "format": FORMAT_VERSION, "kind": "trained", "encoder": asdict(self.encoder.config),
-            "config": asdict(self.config), "frame_shape": list(self.frame_shape), "stats": self.stats,
-        }  # fmt: skip
+            "format": FORMAT_VERSION,
+            "kind": "trained",
+            "encoder": asdict(self.encoder.config),
+            "config": asdict(self.config),
+            "frame_shape": list(self.frame_shape),
+            "stats": self.stats,
+        }
         (path / FILTER_JSON).write_text(json.dumps(meta, indent=2))
         return path
 
@@ -249,8 +266,13 @@ class TrainedFilter:
         model = _classifier(tensors["feature_mean"].shape[0], config.hidden)
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
         return cls(
-            encoder=encoder, config=config, model=model, feature_mean=tensors["feature_mean"],
-            feature_std=tensors["feature_std"], frame_shape=frame_shape, fingerprint=tensors["fingerprint"],
+            encoder=encoder,
+            config=config,
+            model=model,
+            feature_mean=tensors["feature_mean"],
+            feature_std=tensors["feature_std"],
+            frame_shape=frame_shape,
+            fingerprint=tensors["fingerprint"],
             stats=meta["stats"],
         )
 

@@ -38,9 +38,14 @@ stuck or colliding).
 Answer with JSON only, verdict first: {{"verdict": "failure" or "benign", "reason": "<one short sentence>"}}"""
 
 VERDICT_WORDS = {
-    "failure": True, "fail": True, "failed": True, "failing": True,
-    "benign": False, "nominal": False, "normal": False,
-}  # fmt: skip
+    "failure": True,
+    "fail": True,
+    "failed": True,
+    "failing": True,
+    "benign": False,
+    "nominal": False,
+    "normal": False,
+}
 """Words accepted as a verdict (lower case) → is_failure."""
 
 
