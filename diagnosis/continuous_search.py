@@ -48,6 +48,7 @@ from diagnosis.embed import META, EmbedConfig, TrainedEmbedding, train_embedding
 from diagnosis.evaluation import GroundTruth, compare
 from diagnosis.ranking import Ranking
 from diagnosis.report import radar_plot
+from envs.choices import check_choice
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 SEARCH_FILE = "search.safetensors"
@@ -120,8 +121,7 @@ def build_agent(
     algorithm: str, env: gym.Env, hyperparameters: dict[str, Any], seed: int, tensorboard: Path | None = None
 ) -> BaseAlgorithm:
     """An SB3 agent with an MLP policy; `net_arch` and `log_std_init` go to the policy, the rest to the algorithm."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown search.algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+    check_choice(algorithm, ALGORITHMS, "search.algorithm")
     params = dict(hyperparameters)
     policy_kwargs = {"net_arch": list(params.pop("net_arch", [64, 64]))}
     if "log_std_init" in params:
@@ -273,8 +273,7 @@ def run_continuous_search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     started = time.perf_counter()
     search = cfg.search
-    if search.algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown search.algorithm {search.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+    check_choice(search.algorithm, ALGORITHMS, "search.algorithm")
     for key in ("total_steps", "curve_every"):
         if int(search[key]) < 1:
             raise ValueError(f"search.{key} must be >= 1, got {search[key]}")

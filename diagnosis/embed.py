@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 
+from envs.choices import check_choice, unknown_choice
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the sentence model ships in a package: never ask the hub
 
 import dataclasses
@@ -206,7 +208,7 @@ def select_frames(length: int, frames: str, mean_frames: int) -> np.ndarray:
         return np.zeros(1, dtype=int)
     if frames == "mean":
         return np.unique(np.linspace(0, length - 1, min(mean_frames, length)).round().astype(int))
-    raise ValueError(f"unknown frames {frames!r}; valid: {', '.join(FRAMES)}")
+    raise unknown_choice("frames", frames, FRAMES)
 
 
 def cache_path(cache: Path, file: Path, encoder: str, frames: str, mean_frames: int) -> Path:
@@ -295,8 +297,7 @@ def perturbation_text_features(table: dict[str, np.ndarray], perturbations: Sequ
 
 def load_image_encoder(name: str) -> ImageFeatures:
     """The frozen image encoder by name (the shipped ImageNet weights; nothing is downloaded)."""
-    if name not in IMAGE_ENCODERS:
-        raise ValueError(f"unknown image encoder {name!r}; valid: {', '.join(IMAGE_ENCODERS)}")
+    check_choice(name, IMAGE_ENCODERS, "image encoder")
     from monitor.encoders import EncoderConfig, PatchEncoder
 
     encoder = PatchEncoder(EncoderConfig(stages=IMAGE_ENCODERS[name], grid=1, pool=1))
@@ -328,7 +329,7 @@ def load_text_encoder(name: str, checkpoint: str = "") -> TextFeatures | None:
             return torch.nn.functional.normalize(features, dim=-1).numpy()
 
         return encode
-    raise ValueError(f"unknown text encoder {name!r}; valid: {', '.join(TEXT_ENCODERS)}")
+    raise unknown_choice("text encoder", name, TEXT_ENCODERS)
 
 
 # ------------------------------------------------------------------------------------------------------ training
@@ -535,8 +536,7 @@ def train_embedding(
 
     `image_encoder`/`text_encoder` replace the named encoders (tests inject small ones); the cache key still uses
     `config.image_encoder`, so an injected encoder needs its own name there or no cache."""
-    if config.frames not in FRAMES:
-        raise ValueError(f"unknown frames {config.frames!r}; valid: {', '.join(FRAMES)}")
+    check_choice(config.frames, FRAMES, "frames")
     task = get_task(config.task).name
     files = [dataset_file(p.strip(), task, config.policy) for p in config.data.split(",") if p.strip()]
     if not files:

@@ -24,6 +24,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from diagnosis.bandits import BANDITS, Bandit
+from envs.choices import check_choice, unknown_choice
 
 StepHook = Callable[[np.ndarray, list[dict[str, Any]]], bool]
 SafePointHook = Callable[[], None]
@@ -91,8 +92,7 @@ class RLSearch(SearchMethod):
     def __init__(
         self, *, name: str, envs: VecEnv, hyperparameters: Mapping[str, Any], seed: int, tensorboard: Path | None
     ):
-        if name not in RL_ALGORITHMS:
-            raise ValueError(f"unknown RL method {name!r}; valid: {', '.join(RL_ALGORITHMS)}")
+        check_choice(name, RL_ALGORITHMS, "RL method")
         self.name = name
         params = dict(hyperparameters)
         net_arch = list(params.pop("net_arch"))
@@ -154,8 +154,7 @@ class BanditSearch(SearchMethod):
     max_depth = 1
 
     def __init__(self, name: str, arms: int, seed: int):
-        if name not in BANDITS:
-            raise ValueError(f"unknown bandit {name!r}; valid: {', '.join(BANDITS)}")
+        check_choice(name, BANDITS, "bandit")
         self.name = name
         self.bandit: Bandit = BANDITS[name](arms, seed)
 
@@ -194,7 +193,7 @@ def checkpoint_files(name: str) -> tuple[str, ...]:
         return f"{name}.zip", "agent.npz", "rng.json"
     if name in BANDITS:
         return (f"{name}.json",)
-    raise ValueError(f"unknown search method {name!r}; valid: {', '.join(METHODS)}")
+    raise unknown_choice("search method", name, METHODS)
 
 
 def build_method(
@@ -204,4 +203,4 @@ def build_method(
         return RLSearch(name=name, envs=envs, hyperparameters=hyperparameters, seed=seed, tensorboard=tensorboard)
     if name in BANDITS:
         return BanditSearch(name, int(envs.action_space.n), seed)
-    raise ValueError(f"unknown search method {name!r}; valid: {', '.join(METHODS)}")
+    raise unknown_choice("search method", name, METHODS)

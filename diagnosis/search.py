@@ -27,6 +27,7 @@ from diagnosis.methods import METHODS, checkpoint_files
 from diagnosis.search_env import OUTCOME_SOURCES, SearchRewards
 from diagnosis.search_run import SearchRun
 from diagnosis.workers import EnvSpec
+from envs.choices import check_choice, unknown_choice
 from envs.cli import shown_path
 from envs.perturbations import get_perturbations, task_perturbations
 from envs.tasks import TaskSpec, get_task
@@ -108,11 +109,10 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     """Checks the whole configuration, then fits the monitor; raises ValueError/FileNotFoundError on bad input."""
     search = cfg.search
     if search.method not in METHODS:
-        raise ValueError(f"unknown search method {search.method!r}; valid: {', '.join([*METHODS, CONTINUOUS])}")
+        raise unknown_choice("search method", search.method, [*METHODS, CONTINUOUS])
     if search.resume:  # before the monitor is fitted: a run that cannot continue should say so at once
         check_resumable(run_dir, str(search.method), checkpoint_files(str(search.method)))
-    if search.outcome not in OUTCOME_SOURCES:
-        raise ValueError(f"unknown search.outcome {search.outcome!r}; valid: {', '.join(OUTCOME_SOURCES)}")
+    check_choice(search.outcome, OUTCOME_SOURCES, "search.outcome")
     if search.outcome != "sim" and cfg.monitor.method == "none":
         raise ValueError(f"search.outcome={search.outcome} needs a monitor; monitor=none gives none")
     for key in ("total_rollouts", "n_envs", "max_depth", "checkpoint_every", "ranking_states"):

@@ -19,6 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.choices import check_choice
 from envs.perturbations import Perturbation, resolve, task_perturbations
 from envs.rollout import Episode, Runner
 from envs.tasks import TaskSpec, get_task
@@ -105,8 +106,7 @@ class FailureSearchEnv(gym.Env):
         `observe_applied`: observations become {"image", "applied"} with a 0/1 mask of the applied perturbations.
         """
         self.task = get_task(task)
-        if outcome not in OUTCOME_SOURCES:
-            raise ValueError(f"unknown outcome {outcome!r}; valid: {', '.join(OUTCOME_SOURCES)}")
+        check_choice(outcome, OUTCOME_SOURCES, "outcome")
         if outcome != "sim" and monitor is None:
             raise ValueError(f"outcome={outcome!r} needs a monitor")
         if max_depth < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from envs.choices import did_you_mean
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -100,4 +102,6 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     try:
         return TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}") from None
+        raise ValueError(
+            f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}{did_you_mean(name, TASKS)}"
+        ) from None

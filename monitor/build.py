@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from envs.choices import check_choice
 from monitor.config_dicts import config_from_dict
 from monitor.fidel import FORMAT_VERSION, FidelConfig, FidelMonitor
 
@@ -187,8 +188,7 @@ def resolve_semantic(name: str, options: dict[str, Any], policy: str) -> tuple[s
     `trained` without a path → the shipped filter, or an error saying how to get one."""
     from monitor.train_filter import shipped_filter, shipped_filter_names
 
-    if name not in SEMANTIC_CHOICES:
-        raise ValueError(f"unknown semantic filter {name!r}; valid: {', '.join(SEMANTIC_CHOICES)}")
+    check_choice(name, SEMANTIC_CHOICES, "semantic filter")
     shipped = shipped_filter(policy)
     if name == "auto":
         return ("none", {}) if shipped is None else ("trained", {**options, "path": str(shipped)})

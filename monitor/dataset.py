@@ -56,6 +56,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter, deferred_interrupt, demo_names
 from envs.perturbations import Perturbation, task_perturbations
@@ -306,8 +307,7 @@ def write_masks(file: h5py.File) -> dict[str, int]:
 
 def read_split(path: str | Path, split: str, frames: bool = True) -> list[dict]:
     """The episodes of one split: frames (T, H, W, 3) uint8 when asked, labels and attributes."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    check_choice(split, SPLITS, "split")
     out = []
     with h5py.File(path, "r") as file:
         key = f"{get_task(str(file['data'].attrs['task'])).camera}_image"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 
+from envs.choices import check_choice
 from monitor.dataset import SPLITS
 
 DATASET_KINDS = {
@@ -52,8 +53,7 @@ def dataset_kind(path: str | Path) -> str:
 def require_dataset(path: str | Path, expected: str, task: str, policy: str = "<policy>") -> Path:
     """`path` when it is a finished dataset of kind `expected` (DATASET_KINDS); else a ValueError that says what
     it is instead and the command that makes the expected kind."""
-    if expected not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {expected!r}; valid: {', '.join(DATASET_KINDS)}")
+    check_choice(expected, DATASET_KINDS, "dataset kind")
     kind = dataset_kind(path)
     what, make = DATASET_KINDS[expected]
     make = make.format(task=task, policy=policy)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from envs.choices import check_choice
 from monitor.base import MonitorOutput, SemanticFilter, judge_frame
 from monitor.config_dicts import config_from_dict
 from monitor.conformal import ConformalBand, GaussianBand, Scores, overrun_step, split_episodes
@@ -119,18 +120,15 @@ class FidelConfig:
     """Seed of the random Y / E_A / E_B split."""
 
     def __post_init__(self) -> None:
-        if self.thresholding not in THRESHOLDS:
-            raise ValueError(f"unknown thresholding {self.thresholding!r}; valid: {', '.join(THRESHOLDS)}")
+        check_choice(self.thresholding, THRESHOLDS, "thresholding")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
         if self.window is not None and self.window < 0:
             raise ValueError(f"window must be >= 0 or None, got {self.window!r}")
         if self.lag is not None and self.lag < 0:
             raise ValueError(f"lag must be >= 0 or None, got {self.lag!r}")
-        if self.frame_score not in FRAME_SCORES:
-            raise ValueError(f"unknown frame_score {self.frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
-        if self.heatmap not in HEATMAPS:
-            raise ValueError(f"unknown heatmap {self.heatmap!r}; valid: {', '.join(HEATMAPS)}")
+        check_choice(self.frame_score, FRAME_SCORES, "frame_score")
+        check_choice(self.heatmap, HEATMAPS, "heatmap")
         if not 1 <= self.top_k <= self.encoder.grid**2:
             raise ValueError(f"top_k must be in [1, grid²={self.encoder.grid**2}], got {self.top_k!r}")
         if not self.time_weight >= 0:
@@ -323,8 +321,7 @@ class FidelMonitor:
         """(is_anomaly, score threshold) under a band (default: the configured one; the threshold is NaN for the
         per-patch band). Public so that evaluations can compare thresholdings on the same scores."""
         name = thresholding or self.config.thresholding
-        if name not in THRESHOLDS:
-            raise ValueError(f"unknown thresholding {name!r}; valid: {', '.join(THRESHOLDS)}")
+        check_choice(name, THRESHOLDS, "thresholding")
         band = self.bands[name]
         if name == "time_space":
             return band.is_anomaly(t_min, heatmap.reshape(-1)), math.nan

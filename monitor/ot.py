@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from envs.choices import check_choice
+
 
 @dataclass(frozen=True)
 class OTConfig:
@@ -247,10 +249,8 @@ class OTScorer:
             raise ValueError(f"window must be >= 0 or None, got {window!r}")
         if lag is not None and lag < 0:
             raise ValueError(f"lag must be >= 0 or None, got {lag!r}")
-        if frame_score not in FRAME_SCORES:
-            raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
-        if heatmap not in HEATMAPS:
-            raise ValueError(f"unknown heatmap {heatmap!r}; valid: {', '.join(HEATMAPS)}")
+        check_choice(frame_score, FRAME_SCORES, "frame_score")
+        check_choice(heatmap, HEATMAPS, "heatmap")
         if not 1 <= top_k <= cost.patches:
             raise ValueError(f"top_k must be in [1, {cost.patches}], got {top_k!r}")
         if not time_weight >= 0:

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from envs.choices import check_choice
+
 
 @dataclass
 class ModelConfig:
@@ -133,6 +135,5 @@ class BCLowdim(nn.Module):
 
 def build_model(config: ModelConfig) -> nn.Module:
     builders = {"bc_image": BCImage, "bc_rnn": BCRNN, "bc_lowdim": BCLowdim}
-    if config.arch not in builders:
-        raise ValueError(f"unknown arch {config.arch!r}; valid: {', '.join(builders)}")
+    check_choice(config.arch, builders, "arch")
     return builders[config.arch](config)

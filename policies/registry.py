@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from envs.choices import did_you_mean
 from envs.tasks import TaskSpec, get_task
 from policies.base import Policy
 from policies.scripted import ScriptedExpert
@@ -51,7 +52,10 @@ def load_policy(name: str, task: str | TaskSpec | None = None) -> tuple[Policy, 
     elif Path(name).suffix in (".pt", ".ts", ".pth") or ":" in name:
         policy = load_adapter(name, wanted)
     else:
-        raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(policy_names())}, or a checkpoint path")
+        raise ValueError(
+            f"unknown policy {name!r}; valid policies: {', '.join(policy_names())}, or a checkpoint path"
+            f"{did_you_mean(name, policy_names())}"
+        )
     spec = policy.task
     if wanted is not None and wanted.name != spec.name:
         raise ValueError(f"policy {name!r} was trained for task {spec.name!r}, not {wanted.name!r}")

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.hdf5 import demo_names
 from envs.rollout import get_runner
@@ -124,8 +125,7 @@ def center(images: np.ndarray, size: int) -> np.ndarray:
 
 class Trainer:
     def __init__(self, config: TrainConfig):
-        if config.arch not in ARCHS:
-            raise ValueError(f"unknown arch {config.arch!r}; valid: {', '.join(ARCHS)}")
+        check_choice(config.arch, ARCHS, "arch")
         self.config = config
         self.task = get_task(config.task)
         self.data_path = config.data or f"data/{self.task.name}_scripted.hdf5"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from envs.choices import did_you_mean
+
 # Importing the family modules registers them in FAMILIES.
 from envs.perturbations import appearance, dynamics, events, geometry, noise, placement  # noqa: F401
 from envs.perturbations.base import COLORS, FAMILIES, Perturbation, get_family, register_family
@@ -46,7 +48,7 @@ def get_perturbations(task: str | TaskSpec, names: str | Iterable[str]) -> list[
     if unknown:
         raise ValueError(
             f"unknown perturbation(s) {', '.join(unknown)} for task {get_task(task).name!r}; "
-            f"valid: {', '.join(available)}"
+            f"valid: {', '.join(available)}{did_you_mean(unknown[0], available)}"
         )
     return [available[n] for n in chosen]
 

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from envs.choices import Registry
+
 if TYPE_CHECKING:
     from envs.scene import Scene
     from envs.tasks import TaskSpec
 
-FAMILIES: dict[str, type[Perturbation]] = {}
+FAMILIES: Registry[type[Perturbation]] = Registry("perturbation family")
 
 COLORS: dict[str, tuple[float, float, float, float]] = {
     "red": (0.8, 0.1, 0.1, 1.0),
@@ -36,19 +38,11 @@ COLORS: dict[str, tuple[float, float, float, float]] = {
 
 def register_family(cls: type[Perturbation]) -> type[Perturbation]:
     """Class decorator: adds a perturbation family to FAMILIES under `cls.family`."""
-    if cls.family in FAMILIES:
-        raise ValueError(f"perturbation family {cls.family!r} registered twice")
-    FAMILIES[cls.family] = cls
-    return cls
+    return FAMILIES.register(cls.family)(cls)
 
 
 def get_family(name: str) -> type[Perturbation]:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown perturbation family {name!r}; valid families: {', '.join(sorted(FAMILIES))}"
-        ) from None
+    return FAMILIES[name]
 
 
 def _numbers(what: str, values: Iterable[float]) -> np.ndarray:

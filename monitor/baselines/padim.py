@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from envs.choices import check_choice
 from monitor.base import SemanticFilter
 from monitor.baselines.base import Calibration, ThresholdMonitor, finite, nominal_features
 from monitor.encoders import EncoderConfig, PatchEncoder
@@ -44,8 +45,7 @@ class PadimConfig:
     """Split and threshold (FIDeL's α, memory fraction and split seed by default)."""
 
     def __post_init__(self) -> None:
-        if self.time not in TIMES:
-            raise ValueError(f"unknown PaDiM time {self.time!r}; valid: {', '.join(TIMES)}")
+        check_choice(self.time, TIMES, "PaDiM time")
         if not self.sigma_floor > 0:
             raise ValueError(f"sigma_floor must be > 0, got {self.sigma_floor!r}")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from envs.choices import check_choice
 from monitor.base import SemanticFilter
 from monitor.baselines.base import Calibration, ThresholdMonitor, finite, nominal_features
 from monitor.encoders import EncoderConfig, PatchEncoder
@@ -37,8 +38,7 @@ class PatchCoreConfig:
     """Split and threshold (FIDeL's α, memory fraction and split seed by default)."""
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"unknown PatchCore sampling {self.sampling!r}; valid: {', '.join(SAMPLINGS)}")
+        check_choice(self.sampling, SAMPLINGS, "PatchCore sampling")
         if not 0 < self.bank_fraction <= 1:
             raise ValueError(f"bank_fraction must be in (0, 1], got {self.bank_fraction!r}")
 

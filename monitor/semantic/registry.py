@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from envs.choices import Registry
 from monitor.base import SemanticFilter
 
 if TYPE_CHECKING:
@@ -53,11 +54,9 @@ def _build_trained(
     return TrainedFilter.load(path, encoder)
 
 
-SEMANTIC_FILTERS: dict[str, Callable[..., SemanticFilter]] = {
-    "none": _build_none,
-    "vlm": _build_vlm,
-    "trained": _build_trained,
-}
+SEMANTIC_FILTERS: Registry[Callable[..., SemanticFilter]] = Registry(
+    "semantic filter", {"none": _build_none, "vlm": _build_vlm, "trained": _build_trained}
+)
 """Backend name → factory taking the backend's options (each backend's module loads when it is built: the
 trained filter imports torch and the encoder, which a VLM-only user does not need)."""
 
@@ -68,6 +67,4 @@ def build_semantic_filter(name: str, **options: Any) -> SemanticFilter:
     vlm: the fields of VLMConfig (base_url, model, api_key_env, timeout_s, retries, ...); trained: path (a folder
     written by TrainedFilter.save) and optionally encoder (the monitor's PatchEncoder, to share it).
     """
-    if name not in SEMANTIC_FILTERS:
-        raise ValueError(f"unknown semantic filter {name!r}; valid: {', '.join(SEMANTIC_FILTERS)}")
     return SEMANTIC_FILTERS[name](**options)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.choices import check_choice
 from monitor.semantic.images import check_inputs, overlay_heatmap, png_data_url
 
 FALLBACKS = ("failure", "benign")
@@ -106,8 +107,7 @@ class VLMConfig:
     temperature: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"unknown fallback {self.fallback!r}; valid: {', '.join(FALLBACKS)}")
+        check_choice(self.fallback, FALLBACKS, "fallback")
         if self.retries < 0 or self.timeout_s <= 0 or self.backoff_s < 0 or self.upscale < 1:
             raise ValueError(
                 f"need retries >= 0, timeout_s > 0, backoff_s >= 0, upscale >= 1; got retries={self.retries}, "
