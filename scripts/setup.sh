@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project's virtual environment and links it as ./.venv.
-# The venv is large (torch), so it lives outside the clone, keyed by a hash of pyproject.toml:
-# a fresh clone with unchanged dependencies reuses it in seconds.
+# The venv is large (torch), so it lives outside the clone, keyed by a hash of pyproject.toml and uv.lock:
+# a fresh clone with unchanged dependencies reuses it in seconds. With uv, the exact versions of uv.lock are
+# installed; without it, pip resolves pyproject.toml's ranges.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-key=$(sha256sum pyproject.toml | cut -c1-16)
+key=$(cat pyproject.toml uv.lock | sha256sum | cut -c1-16)
 root=${FAILSCOPE_VENV_ROOT:-$HOME/.cache/failscope}
 venv="$root/venv-$key"
 if [ ! -f "$venv/.complete" ]; then
@@ -16,7 +17,10 @@ if [ ! -f "$venv/.complete" ]; then
         uv venv -q --python "$(command -v python3.11 || command -v python3)" "$venv"
         # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) nothing would ever cache the
         # .pyc files, and every process (each search worker, each test subprocess) would compile torch anew.
-        UV_NATIVE_TLS=1 uv pip install -q --compile-bytecode --python "$venv/bin/python" -e ".[test,robomimic]"
+        locked="$venv/requirements.lock.txt"
+        uv export -q --frozen --no-hashes --extra test --extra robomimic --no-emit-project -o "$locked"
+        UV_SYSTEM_CERTS=1 uv pip install -q --compile-bytecode --python "$venv/bin/python" -r "$locked" \
+            -e ".[test,robomimic]"
     else
         python3 -m venv "$venv"
         "$venv/bin/pip" install -q -e ".[test,robomimic]"
