@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from envs.json_files import read_json
+
 CHECKPOINT = "checkpoint"
 STATE = "state.json"
 
@@ -58,10 +60,8 @@ def checkpoint_rollouts(run_dir: Path) -> int:
 def check_resumable(run_dir: Path, method: str, method_files: Sequence[str]) -> int:
     """The rollout count a resume starts from; ValueError naming what is missing or unreadable otherwise."""
     state_path = run_dir / STATE
-    try:
-        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"search.resume={run_dir}: {STATE} is not valid JSON ({exc}); start a new run") from None
+    fix = "start a new run"
+    state = read_json(state_path, fix=fix, shown=f"search.resume={run_dir}: {STATE}") if state_path.is_file() else {}
     folder = run_dir / CHECKPOINT
     if not (folder / "meta.json").is_file():
         if state.get("checkpoint_rollouts", 0):

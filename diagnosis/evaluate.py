@@ -6,7 +6,6 @@ unless `ground_truth=` names one), prints the metrics, and ends with `pairwise_a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from rich.table import Table
 from diagnosis.evaluation import compare, default_ground_truth_path, load_ground_truth
 from diagnosis.ranking import Ranking
 from envs.cli import parse_config
+from envs.json_files import read_json
 
 
 @dataclass
@@ -41,10 +41,7 @@ def read_summary(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run= must name a search run directory")
     fix = "rerun the search (python -m diagnosis.search) or restore the file"
-    try:
-        summary = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    summary = read_json(path, fix=fix)
     if not isinstance(summary, dict):
         raise ValueError(f"{path} holds a JSON {type(summary).__name__}, not a search summary object; {fix}")
     missing = [k for k in SUMMARY_KEYS if k not in summary]

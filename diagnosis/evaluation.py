@@ -11,7 +11,6 @@ Two views, always reported together:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from diagnosis.ranking import Ranking
+from envs.json_files import read_json
 
 RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
 
@@ -55,15 +55,13 @@ def load_ground_truth(path: str | Path, task: str | None = None, policy: str | N
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; make it with python -m experiments.ground_truth")
     remake = "remake it with python -m experiments.ground_truth"
+    data = read_json(path, fix=remake)
     try:
-        data = json.loads(path.read_text())
         entries = {
             row["perturbation"]: GroundTruthEntry(row["success_rate"], *row["wilson95"], row["episodes"])
             for row in data["perturbations"]
         }
         found = {"task": data["task"], "policy": data["policy"]}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); {remake}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} is not a ground-truth file ({type(exc).__name__}: {exc}); {remake}") from None
     for what, wanted in (("task", task), ("policy", policy)):
