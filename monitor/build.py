@@ -24,6 +24,7 @@ from tqdm import tqdm
 from envs.choices import check_choice
 from monitor.config_dicts import config_from_dict
 from monitor.fidel import FORMAT_VERSION, FidelConfig, FidelMonitor
+from monitor.stopping import hopeless
 
 NOMINAL_EPISODES = 40
 """Successful nominal rollouts a policy's monitor is fitted on."""
@@ -61,41 +62,6 @@ def cache_path(task: str, policy: str, episodes: int, seed: int, config: FidelCo
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(policy).name)
     return Path(cache_dir or CACHE_ROOT) / f"{task}-{slug}-{digest}"
-
-
-NOMINAL_GIVE_UP = 1e-3
-"""Collection stops once the chance of still finding the missing successful episodes is below this (`hopeless`)."""
-MIN_ATTEMPTS = 5
-"""Attempts before a collection may be judged hopeless on its success rate (the cap is checked from the first)."""
-
-
-def hopeless(successes: int, attempts: int, needed: int, max_attempts: int, give_up: float = NOMINAL_GIVE_UP) -> bool:
-    """Whether collecting `needed` successful episodes within `max_attempts` is no longer worth trying, after
-    `successes` of `attempts` so far.
-
-    The rule: always when even every remaining attempt succeeding would fall short; from MIN_ATTEMPTS on, also when
-    the chance of the remaining attempts supplying the missing successes is below `give_up`. That chance is taken
-    under what the attempts so far say about the policy's success rate p: with a uniform prior, p ~ Beta(k+1, n−k+1)
-    after k of n, so the remaining successes are beta-binomial(max_attempts − n, k+1, n−k+1). Simulated at the
-    default 40 episodes in 80 attempts (500 collections per true rate 0, 0.2, ..., 0.7), it never gave up on a
-    collection that would have finished, and gave up on an always-failing policy after 9 attempts, a 20% one after
-    about 19, a 30% one after about 33 (instead of 80 attempts of rollouts)."""
-    from scipy.stats import betabinom
-
-    if not 0 <= successes <= attempts <= max_attempts or needed < 1:
-        raise ValueError(
-            f"need 0 <= successes <= attempts <= max_attempts and needed >= 1, got successes={successes}, "
-            f"attempts={attempts}, max_attempts={max_attempts}, needed={needed}"
-        )
-    if successes >= needed:
-        return False
-    remaining, missing = max_attempts - attempts, needed - successes
-    if missing > remaining:
-        return True
-    if attempts < MIN_ATTEMPTS:
-        return False
-    chance = betabinom.sf(missing - 1, remaining, successes + 1, attempts - successes + 1)
-    return bool(chance < give_up)
 
 
 def collect_successes(

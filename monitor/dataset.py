@@ -62,6 +62,7 @@ from envs.hdf5 import EpisodeWriter, deferred_interrupt, demo_names
 from envs.perturbations import Perturbation, task_perturbations
 from envs.rollout import Episode
 from envs.tasks import TaskSpec, get_task
+from monitor.stopping import hopeless
 
 SPLITS = ("fit", "filter", "test")
 SPLIT_SEEDS = {"test": 0, "fit": 100_000, "filter": 200_000}
@@ -354,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
             lengths = [int(g.attrs["num_samples"]) for g in data.values() if g.attrs["split"] == "fit"]
             with tqdm(total=config.fit_episodes, initial=fit_done, desc="fit (nominal successes)", unit="ep") as bar:
                 while len(lengths) < config.fit_episodes and attempted < max_attempts:
+                    if hopeless(len(lengths), attempted, config.fit_episodes, max_attempts):
+                        break  # a policy that fails this often will not get there: say so now, not after every try
                     batch = min(max(2, config.workers), max_attempts - attempted)
                     for job, episode in _map(fit_jobs(config, attempted, batch), config, spec.name, pool):
                         attempted += 1
@@ -371,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
             if len(lengths) < config.fit_episodes:
                 raise SystemExit(
                     f"error: {config.policy} succeeded in only {len(lengths)} of {attempted} nominal episodes; "
-                    f"need fit_episodes={config.fit_episodes} (lower it or raise max_fit_attempts)"
+                    f"need fit_episodes={config.fit_episodes} within max_fit_attempts={max_attempts}, which at that "
+                    "rate it will not reach (use a better policy, lower fit_episodes or raise max_fit_attempts)"
                 )
             late_step = int(np.ceil(np.quantile(lengths, config.late_quantile))) if lengths else spec.horizon
             labelled = any(j.split != "fit" for j in done)

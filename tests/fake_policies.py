@@ -77,3 +77,10 @@ class SelfKilling(_AfterEpisodes):
         except FileExistsError:
             return
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Motionless(ScriptedExpert):
+    """Never moves, so it never succeeds: for collections that must give up early."""
+
+    def act(self, obs):
+        return np.array([0, 0, 0, 0, 0, 0, -1.0])

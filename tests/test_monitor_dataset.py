@@ -104,6 +104,23 @@ def test_resume_skips_a_half_written_episode_and_rewrites_it(tmp_path):
     assert written_jobs(path) == set(jobs)
 
 
+def test_a_policy_that_never_succeeds_is_given_up_on_after_a_few_attempts(tmp_path, lift_runner):
+    argv = [
+        "task=lift",
+        "policy=tests.fake_policies:Motionless",
+        f"out={tmp_path / 'simfails.hdf5'}",
+        "fit_episodes=40",
+        "horizon=5",
+        "workers=0",
+    ]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    message = str(stop.value)
+    assert message.startswith("error: tests.fake_policies:Motionless succeeded in only 0 of ") and "80" in message
+    attempted = int(message.split(" of ")[1].split()[0])
+    assert attempted < 20  # not 80 rollouts of a policy that cannot supply the fit split
+
+
 def test_tiny_run_writes_aligned_frames_and_labels(tmp_path, lift_runner):  # lift_runner: robosuite warmed up
     out = tmp_path / "simfails.hdf5"
     teleport = CATALOGUE["event_cube_teleport"]

@@ -265,7 +265,7 @@ def test_nominal_collection_gives_up_early_on_a_failing_policy():
     ],
 )
 def test_hopeless_rule(successes, attempts, hopeless_):
-    from monitor.build import hopeless
+    from monitor.stopping import hopeless
 
     assert hopeless(successes, attempts, 40, 80) is hopeless_
 
