@@ -279,7 +279,7 @@ def run_continuous_search(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             raise ValueError(f"search.{key} must be >= 1, got {search[key]}")
     task = resolve_task(cfg.task)
     policy = str(cfg.policy.name or default_policy(task))
-    candidates = resolve_candidates(cfg, task)
+    candidates = [p.name for p in resolve_candidates(cfg, task)]
     ground_truth = resolve_ground_truth(cfg, task, policy)
     check_writable(run_dir)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

@@ -21,7 +21,8 @@ import h5py
 import numpy as np
 
 from envs.hdf5 import EpisodeWriter, deferred_interrupt, demo_names
-from envs.perturbations import get_perturbations
+from envs.perturbations import Perturbation, resolve
+from envs.perturbations.user import perturbation_from_dict, to_dict
 from envs.rollout import Episode, Runner
 from envs.tasks import TaskSpec
 
@@ -46,9 +47,11 @@ def monitor_labels(episode: Episode) -> dict[str, np.ndarray]:
 class FailureDatasetWriter:
     """Appends search rollouts (the `info` dicts of `FailureSearchEnv.step`) to `failures.hdf5`."""
 
-    def __init__(self, path: str | Path, task: TaskSpec, model_xml: str, candidates: Sequence[str]):
+    def __init__(self, path: str | Path, task: TaskSpec, model_xml: str, candidates: Sequence[Perturbation]):
         self.writer = EpisodeWriter(path, task, model_xml)
-        self.writer.data.attrs["candidates"] = json.dumps(list(candidates))
+        self.writer.data.attrs["candidates"] = json.dumps([p.name for p in candidates])
+        # What each name meant (user-defined ones included), so a replay needs neither the catalogue nor the file.
+        self.writer.data.attrs["definitions"] = json.dumps([to_dict(p) for p in candidates])
 
     def __len__(self) -> int:
         return len(self.writer)
@@ -107,7 +110,9 @@ def restore_first_state(runner: Runner, group: h5py.Group) -> np.ndarray:
     """Puts `runner`'s scene into a stored rollout's first state (its perturbations applied to the model, then
     the stored simulator state) and returns the camera frame there: the start of a replay."""
     names = json.loads(group.attrs["perturbations"])
-    perturbations = get_perturbations(runner.task, names) if names else []
+    defined = {d["name"]: d for d in json.loads(group.file["data"].attrs.get("definitions", "[]"))}
+    perturbations = [perturbation_from_dict(defined[n]) if n in defined else n for n in names]
+    perturbations = resolve(runner.task, perturbations)
     episode = runner.episode([p for p in perturbations if p.at_step is None], int(group.attrs["seed"]), True)
     episode.start()
     runner.scene.env.sim.set_state_from_flattened(group["states"][0])

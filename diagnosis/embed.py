@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from tqdm import tqdm
 from diagnosis.dataset import read_rollouts
 from diagnosis.embedding import EmbeddingConfig, EmbeddingLoss, FailureEmbedding
 from envs.cli import parse_config
-from envs.perturbations import get_perturbations, task_perturbations
+from envs.perturbations import Perturbation, get_perturbations, task_perturbations
 from envs.tasks import get_task
 from policies.base import image_key
 
@@ -281,10 +281,12 @@ NOMINAL = "no perturbation"
 """What a rollout without perturbations is described as."""
 
 
-def description_table(task: str, encoder: TextFeatures) -> dict[str, np.ndarray]:
-    """Text features of every description in the task's registry (and of NOMINAL), by perturbation name; stored
-    with the embedding, so ranking unseen perturbations needs no sentence model."""
-    registry = task_perturbations(task)
+def description_table(
+    task: str, encoder: TextFeatures, registry: Mapping[str, Perturbation] | None = None
+) -> dict[str, np.ndarray]:
+    """Text features of every description in the task's registry (or `registry`) and of NOMINAL, by perturbation
+    name; stored with the embedding, so ranking unseen perturbations needs no sentence model."""
+    registry = task_perturbations(task) if registry is None else registry
     texts = [p.description for p in registry.values()] + [NOMINAL]
     return dict(zip([*registry, ""], np.asarray(encoder(texts), dtype=np.float32)))
 
@@ -509,15 +511,23 @@ class SceneEmbedder:
     the frozen encoders the embedding was trained with. Descriptions come from the table stored with the
     embedding; the sentence model is loaded only when the registry's descriptions changed since."""
 
-    def __init__(self, trained: TrainedEmbedding, image: ImageFeatures | None = None, text: TextFeatures | None = None):
-        """`image`/`text` replace the encoders the embedding names (tests inject small ones)."""
+    def __init__(
+        self,
+        trained: TrainedEmbedding,
+        image: ImageFeatures | None = None,
+        text: TextFeatures | None = None,
+        extra: Sequence[Perturbation] = (),
+    ):
+        """`image`/`text` replace the encoders the embedding names (tests inject small ones); `extra`: perturbations
+        beyond the task's registry (user-defined ones), whose descriptions are encoded here."""
         self.trained = trained
         self.image = image or load_image_encoder(trained.meta["image_encoder"])
         self.table = trained.descriptions
-        current = {name: p.description for name, p in task_perturbations(trained.task).items()}
+        registry = {**task_perturbations(trained.task), **{p.name: p for p in extra}}
+        current = {name: p.description for name, p in registry.items()}
         if trained.model.config.text_dim and (text is not None or current != trained.meta["descriptions"]):
             encoder = text or load_text_encoder(trained.meta["text_encoder"], trained.meta["text_checkpoint"])
-            self.table = description_table(trained.task, encoder)
+            self.table = description_table(trained.task, encoder, registry)
 
     def __call__(self, frames: np.ndarray, perturbations: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings (N, dim) and predicted failure probabilities of N first frames and their perturbations."""

@@ -26,7 +26,7 @@ from diagnosis.embed import SceneEmbedder
 from diagnosis.ranking import Ranking
 from diagnosis.search_run import RANKING_SEED
 from envs.cli import parse_config
-from envs.perturbations import get_perturbations
+from envs.perturbations import get_perturbations, task_perturbations
 from envs.rollout import get_runner
 
 
@@ -35,20 +35,23 @@ class RankUnseenConfig:
     run: str = ""
     """A continuous search run directory (python -m diagnosis.search search=continuous)."""
     perturbations: str = ""
-    """Perturbations of the task's registry to rank, comma-separated."""
+    """Perturbations to rank, comma-separated: of the task's registry or of `perturbation_file`."""
+    perturbation_file: str = ""
+    """User-defined perturbations (YAML, envs/perturbations/user.py; comma-separated files): never rolled out,
+    so truly unseen."""
     seeds: int = 4
     """Nominal initial states each perturbation's first frame is rendered at."""
     out: str = ""
     """Optional JSON file for the ranked rows."""
 
 
-def first_frames(task: str, names: Sequence[str], seeds: int) -> np.ndarray:
+def first_frames(task: str, names: Sequence[str], seeds: int, files: str | Sequence[str] = ()) -> np.ndarray:
     """(len(names), seeds, H, W, 3): the policy camera's first frame of each perturbed scene, no rollout."""
     runner = get_runner(task)
     return np.asarray(
         [
             [runner.first_frame([p], RANKING_SEED + s) for s in range(seeds)]
-            for p in get_perturbations(task, list(names))
+            for p in get_perturbations(task, list(names), files)
         ]
     )
 
@@ -114,8 +117,11 @@ def main(argv: list[str] | None = None) -> None:
         if config.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {config.seeds}")
         search = ContinuousSearch.load(config.run)
-        get_perturbations(search.trained.task, names)  # unknown names → error listing the valid ones
-        rows = rank_unseen(search, names, first_frames(search.trained.task, names, config.seeds))
+        task, files = search.trained.task, config.perturbation_file
+        extra = [p for p in task_perturbations(task, files).values() if p.name not in task_perturbations(task)]
+        get_perturbations(task, names, files)  # unknown names → error listing the valid ones
+        frames = first_frames(task, names, config.seeds, files)
+        rows = rank_unseen(search, names, frames, SceneEmbedder(search.trained, extra=extra))
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print_rows(rows, f"perturbations ranked by the {search.summary['algorithm']} search in {config.run}")

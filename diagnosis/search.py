@@ -29,7 +29,7 @@ from diagnosis.search_run import SearchRun
 from diagnosis.workers import EnvSpec
 from envs.choices import check_choice, unknown_choice
 from envs.cli import shown_path
-from envs.perturbations import get_perturbations, task_perturbations
+from envs.perturbations import Perturbation, get_perturbations, task_perturbations
 from envs.tasks import TaskSpec, get_task
 from monitor.base import Monitor
 
@@ -58,10 +58,14 @@ def resolve_policy(cfg: DictConfig, task: TaskSpec) -> str:
     return str(name)
 
 
-def resolve_candidates(cfg: DictConfig, task: TaskSpec) -> tuple[str, ...]:
-    names = list(cfg.task.perturbations) if cfg.task.perturbations else list(task_perturbations(task))
-    get_perturbations(task, names + list(cfg.task.exclude))  # unknown names → error listing the valid ones
-    return tuple(n for n in names if n not in set(cfg.task.exclude))
+def resolve_candidates(cfg: DictConfig, task: TaskSpec) -> tuple[Perturbation, ...]:
+    """The search's perturbations: `task.perturbations` (default: the task's catalogue and every perturbation of
+    `task.perturbation_file`) minus `task.exclude`; an unknown name is an error listing the valid ones."""
+    files = cfg.task.get("perturbation_file") or ()
+    available = task_perturbations(task, files)
+    names = list(cfg.task.perturbations) if cfg.task.perturbations else list(available)
+    get_perturbations(task, names + list(cfg.task.exclude), files)
+    return tuple(available[n] for n in names if n not in set(cfg.task.exclude))
 
 
 def resolve_ground_truth(cfg: DictConfig, task: TaskSpec, policy: str) -> GroundTruth | None:

@@ -171,7 +171,7 @@ class SearchRun:
         self.total, self.n_envs, self.seed = total_rollouts, n_envs, seed
         self.ranking_states, self.checkpoint_every = ranking_states, checkpoint_every
         self.ground_truth = ground_truth
-        self.names = list(env_spec.candidates)
+        self.names = [p if isinstance(p, str) else p.name for p in env_spec.candidates]
         self.console = Console(width=max(Console().width, 120))  # the ranking table needs the room, even in a log
         state_path = run_dir / STATE
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {"rollouts": 0, "wall_time_s": 0.0}
@@ -228,7 +228,9 @@ class SearchRun:
                 self.envs.seed(self.seed)
             self.nominal = self._nominal_observations(self.envs)
             model_xml = self.envs.env_method("model_xml", indices=[0])[0]
-            self.dataset = FailureDatasetWriter(self.run_dir / "failures.hdf5", self.spec.task, model_xml, self.names)
+            self.dataset = FailureDatasetWriter(
+                self.run_dir / "failures.hdf5", self.spec.task, model_xml, self.spec.candidates
+            )
             dropped = self.dataset.truncate(self.done)
             if dropped:
                 self.console.print(

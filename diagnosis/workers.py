@@ -18,6 +18,7 @@ from typing import Any
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 from diagnosis.search_env import FailureSearchEnv, SearchRewards
+from envs.perturbations import Perturbation
 from envs.tasks import TaskSpec
 from monitor.base import Monitor
 
@@ -31,7 +32,7 @@ class EnvSpec:
 
     task: TaskSpec
     policy: str
-    candidates: tuple[str, ...]
+    candidates: tuple[Perturbation, ...]
     monitor: Callable[[], Monitor] | None
     outcome: str
     max_depth: int

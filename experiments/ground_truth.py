@@ -9,6 +9,7 @@ finished perturbations are kept in a partial file, so an interrupted run resumes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from diagnosis.estimation import wilson_interval
 from envs.cli import parse_config
-from envs.perturbations import task_perturbations
+from envs.perturbations import Perturbation, get_perturbations, task_perturbations
 from envs.rollout import rollout
 from policies.registry import load_policy
 
@@ -35,14 +36,18 @@ class GroundTruthConfig:
     workers: int = 2
     """Processes (one per core is best: each renders on the CPU)."""
     out: str = "experiments/results"
+    perturbation_file: str = ""
+    """User-defined perturbations evaluated after the catalogue (YAML, envs/perturbations/user.py)."""
+    perturbations: str = ""
+    """Only these (comma-separated names, `nominal` included); empty = nominal and every perturbation."""
 
 
-def _evaluate(args: tuple[str, str, str, int]) -> tuple[str, list[bool], list[int]]:
-    policy_name, task, perturbation, episodes = args
+def _evaluate(args: tuple[str, str, str, Perturbation | None, int]) -> tuple[str, list[bool], list[int]]:
+    policy_name, task, name, perturbation, episodes = args
     policy, spec = load_policy(policy_name, task)
-    chosen = [] if perturbation == NOMINAL else [perturbation]
+    chosen = [] if perturbation is None else [perturbation]
     results = [rollout(spec, policy, chosen, seed=seed) for seed in range(episodes)]
-    return perturbation, [e.success for e in results], [e.length for e in results]
+    return name, [e.success for e in results], [e.length for e in results]
 
 
 def entry(name: str, description: str, family: str, successes: list[bool]) -> dict:
@@ -65,18 +70,26 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_config(GroundTruthConfig, argv)
     try:
         _, spec = load_policy(config.policy, config.task)
-        perturbations = task_perturbations(spec)
+        perturbations = task_perturbations(spec, config.perturbation_file)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    names = [NOMINAL, *perturbations]
     stem = Path(config.out) / f"ground_truth_{Path(config.policy).name}"
+    if config.perturbations:
+        names = [n.strip() for n in config.perturbations.split(",") if n.strip()]
+        try:
+            get_perturbations(spec, [n for n in names if n != NOMINAL], config.perturbation_file)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        # A subset gets its own file: it must never replace the full ground truth the experiments read.
+        stem = stem.with_name(f"{stem.name}_subset_{hashlib.sha1(','.join(names).encode()).hexdigest()[:8]}")
     partial_path = stem.with_suffix(".partial.json")
     done: dict[str, dict] = json.loads(partial_path.read_text()) if partial_path.exists() else {}
-    names = [NOMINAL, *perturbations]
     todo = [n for n in names if n not in done]
     started = time.perf_counter()
     context = get_context("spawn")  # renderers must be created inside each worker
     with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-        jobs = pool.map(_evaluate, [(config.policy, spec.name, n, config.episodes) for n in todo])
+        jobs = pool.map(_evaluate, [(config.policy, spec.name, n, perturbations.get(n), config.episodes) for n in todo])
         for name, successes, _ in tqdm(jobs, total=len(todo), initial=0, desc="ground truth", unit="perturbation"):
             p = perturbations.get(name)
             done[name] = entry(name, p.description if p else "no perturbation", p.family if p else NOMINAL, successes)
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         "episodes": config.episodes,
         "command": (
             f"python -m experiments.ground_truth task={spec.name} policy={config.policy} episodes={config.episodes}"
+            + (f" perturbation_file={config.perturbation_file}" if config.perturbation_file else "")
+            + (f" perturbations={config.perturbations}" if config.perturbations else "")
         ),
         "wall_time_s": round(time.perf_counter() - started, 1),
         "perturbations": rows,

@@ -28,12 +28,14 @@ class PolicyEvaluateConfig:
     """Episode i uses seed `seed + i`."""
     perturbations: str = ""
     """Comma-separated perturbation names applied together (empty: nominal)."""
+    perturbation_file: str = ""
+    """User-defined perturbations the names may come from (YAML, envs/perturbations/user.py; comma-separated)."""
 
 
 def evaluate(config: PolicyEvaluateConfig) -> list[Episode]:
     policy, task = load_policy(config.policy, config.task or None)
     config.task = task.name
-    perturbations = get_perturbations(task, config.perturbations)
+    perturbations = get_perturbations(task, config.perturbations, config.perturbation_file)
     return [
         rollout(task, policy, perturbations, seed=config.seed + i)
         for i in tqdm(range(config.episodes), desc=f"{config.policy} on {task.name}", unit="ep")

@@ -271,3 +271,28 @@ def test_agent_moves_its_gaussian_to_the_failures(tmp_path, algorithm):
         )
     summary = run_continuous_search(cfg, tmp_path / "run")
     assert summary["ground_truth"]["pairwise_accuracy"] >= 0.85
+
+
+def test_rank_unseen_ranks_a_user_defined_perturbation_no_search_ever_tried(search_run, tmp_path):
+    from diagnosis.embed import SceneEmbedder
+    from diagnosis.rank_unseen import first_frames, rank_unseen
+    from envs.perturbations.user import load_perturbation_file
+
+    run_dir, _ = search_run
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "- {name: cube_color_teal, family: object_color, description: the cube is teal, rgba: [0, 0.5, 0.5, 1]}\n"
+    )
+    search = ContinuousSearch.load(run_dir)
+    names = ["cube_color_teal", PASSING[0]]
+    # The CLI builds the same embedder with the embedding's own text encoder; this one was trained on hashed text.
+    embedder = SceneEmbedder(search.trained, text=hashed_text, extra=load_perturbation_file(mine))
+    rows = rank_unseen(search, names, first_frames(search.trained.task, names, 1, str(mine)), embedder)
+    assert {r["perturbation"] for r in rows} == set(names)
+    assert not next(r for r in rows if r["perturbation"] == "cube_color_teal")["seen"]
+    with pytest.raises(SystemExit, match="unknown perturbation.*cube_color_teal"):
+        rank_unseen_main([f"run={run_dir}", "perturbations=cube_color_teal"])  # without the file it is unknown
+    with pytest.raises(SystemExit, match="perturbation file .*missing.yaml does not exist"):
+        rank_unseen_main(
+            [f"run={run_dir}", "perturbations=cube_color_teal", f"perturbation_file={tmp_path / 'missing.yaml'}"]
+        )

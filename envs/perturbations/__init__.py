@@ -7,6 +7,7 @@ get_perturbations("lift", ["cube_color_red", "light_dim"])
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from envs.choices import did_you_mean
 
@@ -14,6 +15,7 @@ from envs.choices import did_you_mean
 from envs.perturbations import appearance, dynamics, events, geometry, noise, placement  # noqa: F401
 from envs.perturbations.base import COLORS, FAMILIES, Perturbation, get_family, register_family
 from envs.perturbations.catalog import default_perturbations
+from envs.perturbations.user import load_perturbation_file
 from envs.tasks import TaskSpec, get_task
 
 __all__ = [
@@ -24,21 +26,45 @@ __all__ = [
     "register_family",
     "task_perturbations",
     "get_perturbations",
+    "split_files",
     "resolve",
     "validate_composition",
 ]
 
 
-def task_perturbations(task: str | TaskSpec) -> dict[str, Perturbation]:
-    """The task's perturbations by name, in catalogue order."""
-    return {p.name: p for p in default_perturbations(get_task(task))}
+def task_perturbations(task: str | TaskSpec, files: str | Iterable[str | Path] = ()) -> dict[str, Perturbation]:
+    """The task's perturbations by name, in catalogue order, then those of the user `files` (YAML, see
+    envs/perturbations/user.py; comma-separated when a string), each checked against the task. A user name that
+    is already taken is an error."""
+    spec = get_task(task)
+    available = {p.name: p for p in default_perturbations(spec)}
+    for path in split_files(files):
+        for p in load_perturbation_file(path):
+            if p.name in available:
+                raise ValueError(f"{path}: perturbation {p.name!r} is already defined (by the catalogue or a file)")
+            try:
+                p.check_task(spec)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+            available[p.name] = p
+    return available
 
 
-def get_perturbations(task: str | TaskSpec, names: str | Iterable[str]) -> list[Perturbation]:
-    """Looks perturbations up by name ("a,b" or a list); unknown names list the valid ones."""
+def split_files(files: str | Iterable[str | Path]) -> list[Path]:
+    """Perturbation files as paths ("a.yaml,b.yaml", a list, or empty)."""
+    if isinstance(files, str):
+        files = [f for f in files.split(",") if f.strip()]
+    return [Path(str(f).strip()) for f in files]
+
+
+def get_perturbations(
+    task: str | TaskSpec, names: str | Iterable[str], files: str | Iterable[str | Path] = ()
+) -> list[Perturbation]:
+    """Looks perturbations up by name ("a,b" or a list) among the task's and the user `files`' ones; unknown names
+    list the valid ones."""
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
-    available = task_perturbations(task)
+    available = task_perturbations(task, files)
     names = list(names)
     odd = [n for n in names if not isinstance(n, str)]
     if odd:

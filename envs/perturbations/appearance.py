@@ -32,6 +32,8 @@ class _Recolor(Perturbation):
 @register_family
 @dataclass(frozen=True, kw_only=True)
 class ObjectColor(_Recolor):
+    """Paints the task's object (`target`) `rgba`."""
+
     family = "object_color"
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
@@ -41,6 +43,8 @@ class ObjectColor(_Recolor):
 @register_family
 @dataclass(frozen=True, kw_only=True)
 class TableColor(_Recolor):
+    """Paints the table (the task's surfaces) `rgba`."""
+
     family = "table_color"
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
@@ -51,6 +55,8 @@ class TableColor(_Recolor):
 @register_family
 @dataclass(frozen=True, kw_only=True)
 class RobotColor(_Recolor):
+    """Paints the robot's visual geoms `rgba`."""
+
     family = "robot_color"
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
