@@ -47,6 +47,7 @@ from diagnosis.embed import (
     train_model,
 )
 from envs.cli import parse_config
+from envs.markdown import markdown_table
 
 HELD_OUT = (
     "cube_color_blue",
@@ -267,6 +268,25 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
+def variant_row(name: str, m: dict[str, float]) -> list[str]:
+    change = ", ".join(f"{k}={v}" for k, v in VARIANTS[name].items())
+    change = change or "default: image+text, BCE+contrastive, first frame, stages 2-4"
+    return [
+        name,
+        change,
+        f"{m['head_accuracy']:.3f}",
+        *(f"{m[f'knn{k}']:.3f}" for k in KS),
+        f"{m['mse_raw']:.3f}",
+        f"{m['frobenius_raw']:.2f}",
+        f"{m['mse_centred']:.3f}",
+        f"{m['frobenius_centred']:.2f}",
+        f"{m['cos_same_outcome']:.2f}",
+        f"{m['cos_other_outcome']:.2f}",
+        f"{m['features_s']:.0f}",
+        f"{m['train_s']:.0f}",
+    ]
+
+
 def write_markdown(
     out: Path,
     *,
@@ -294,22 +314,24 @@ def write_markdown(
         f"held out of training; every number below is measured on them (kNN against the training embeddings). "
         f"{config.epochs} epochs, embedding R^512, margin 1, λ = 1.",
         "",
-        "| variant | what changes | head acc | "
-        + " | ".join(f"kNN-{k}" for k in KS)
-        + " | MSE to I (raw) | ‖C−I‖_F (raw) | MSE to I (centred) | ‖C−I‖_F (centred) | cos same outcome | "
-        "cos other outcome | features s | train s |",
-        "|---|---|" + "---|" * (len(KS) + 9),
+        markdown_table(
+            [
+                "variant",
+                "what changes",
+                "head acc",
+                *(f"kNN-{k}" for k in KS),
+                "MSE to I (raw)",
+                "‖C−I‖_F (raw)",
+                "MSE to I (centred)",
+                "‖C−I‖_F (centred)",
+                "cos same outcome",
+                "cos other outcome",
+                "features s",
+                "train s",
+            ],
+            [variant_row(name, m) for name, m in results.items()],
+        ),
     ]
-    for name, m in results.items():
-        change = ", ".join(f"{k}={v}" for k, v in VARIANTS[name].items())
-        change = change or "default: image+text, BCE+contrastive, first frame, stages 2-4"
-        lines.append(
-            f"| {name} | {change} | {m['head_accuracy']:.3f} | "
-            + " | ".join(f"{m[f'knn{k}']:.3f}" for k in KS)
-            + f" | {m['mse_raw']:.3f} | {m['frobenius_raw']:.2f} | {m['mse_centred']:.3f}"
-            f" | {m['frobenius_centred']:.2f} | {m['cos_same_outcome']:.2f} | {m['cos_other_outcome']:.2f}"
-            f" | {m['features_s']:.0f} | {m['train_s']:.0f} |"
-        )
     n = next(iter(results.values()))["perturbations"]
     lines += [
         "",

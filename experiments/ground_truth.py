@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from diagnosis.estimation import wilson_interval
 from envs.cli import parse_config
+from envs.markdown import markdown_table
 from envs.perturbations import Perturbation, get_perturbations, task_perturbations
 from envs.rollout import rollout
 from policies.registry import load_policy
@@ -115,15 +116,20 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Command: `{result['command']}` (seeds 0..{config.episodes - 1} for every row)",
         "",
-        "| perturbation | family | success | 95% Wilson | description |",
-        "|---|---|---|---|---|",
+        markdown_table(
+            ["perturbation", "family", "success", "95% Wilson", "description"],
+            [
+                [
+                    r["perturbation"],
+                    r["family"],
+                    f"{r['successes']}/{r['episodes']}",
+                    f"[{r['wilson95'][0]:.2f}, {r['wilson95'][1]:.2f}]",
+                    r["description"],
+                ]
+                for r in sorted(rows, key=lambda r: r["success_rate"])
+            ],
+        ),
     ]
-    for row in sorted(rows, key=lambda r: r["success_rate"]):
-        low, high = row["wilson95"]
-        lines.append(
-            f"| {row['perturbation']} | {row['family']} | {row['successes']}/{row['episodes']} | "
-            f"[{low:.2f}, {high:.2f}] | {row['description']} |"
-        )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     below = sum(r["success_rate"] < 0.5 for r in rows)
     print("\n".join(lines[4:]))
