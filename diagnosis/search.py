@@ -30,6 +30,7 @@ from diagnosis.workers import EnvSpec
 from envs.choices import check_choice, unknown_choice
 from envs.cli import shown_path
 from envs.perturbations import Perturbation, get_perturbations, task_perturbations
+from envs.receipts import check_effects
 from envs.tasks import TaskSpec, get_task
 from monitor.base import Monitor
 
@@ -125,6 +126,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     task = resolve_task(cfg.task)
     policy = resolve_policy(cfg, task)
     candidates = resolve_candidates(cfg, task)
+    check_effects(task, list(candidates))  # a candidate that changes nothing would be ranked as harmless
     if search.method == "uniform" and search.total_rollouts < len(candidates):
         raise ValueError(
             f"search=uniform needs at least one rollout per perturbation: total_rollouts={search.total_rollouts} < "

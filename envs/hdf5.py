@@ -173,6 +173,7 @@ class EpisodeWriter:
                     seed=episode.seed,
                     outcome=episode.outcome,
                     perturbations=json.dumps(list(episode.perturbations)),
+                    receipts=json.dumps(list(episode.receipts)),
                     **(attrs or {}),
                 )
                 group.attrs["complete"] = True  # last: is_complete trusts it

@@ -14,9 +14,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from envs.perturbations import Perturbation, resolve, validate_composition
+from envs.receipts import applied, check_effect, pixel_change
 from envs.records import values_equal
 from envs.render import CameraRenderer, RenderConfig
-from envs.scene import Scene, SimulationError
+from envs.scene import EDITABLE_FIELDS, Scene, SimulationError
 from envs.tasks import TaskSpec, get_task
 from policies.base import Policy, image_key
 
@@ -53,6 +54,8 @@ class Episode:
     frames: np.ndarray | None = None
     """Camera frames (T, H, W, 3) uint8 upright, when recorded."""
     monitor_outputs: list[Any] = field(default_factory=list)
+    receipts: tuple[dict[str, Any], ...] = ()
+    """What each perturbation changed when it acted (envs/receipts.py)."""
     error: str | None = None
     wall_time: float = field(default=0.0, compare=False)
 
@@ -89,6 +92,8 @@ class PerturbedEpisode:
         for p in self.perturbations:
             if p.at_step is not None:
                 self.events.setdefault(p.at_step, []).append(p)
+        self.receipts: list[dict[str, Any]] = []
+        """What each perturbation changed when it acted (envs/receipts.py), in the order they acted."""
         self.t = 0
         self.outcome: str | None = None
         self.failure_step: int | None = None
@@ -99,17 +104,31 @@ class PerturbedEpisode:
         return self.outcome is not None
 
     def start(self) -> dict[str, np.ndarray]:
-        """Seeded nominal reset, then the reset-time perturbations; returns the first observation."""
+        """Seeded nominal reset, then the reset-time perturbations; returns the first observation. A reset-time
+        perturbation that changes nothing is a ValueError (envs/receipts.py)."""
         self.scene.reset(self.seed)
-        for p in self.perturbations:
-            if p.at_step is None:
-                p.apply(self.scene, self.rng)
+        at_reset = [p for p in self.perturbations if p.at_step is None]
+        before = self.renderer.render(self.scene.data) if self.renderer is not None and at_reset else None
+        for p in at_reset:
+            receipt = self._apply(p)
+            check_effect(receipt, self.scene.task.name)
+            if before is not None:  # each perturbation's own share of the change from the nominal first frame
+                self.scene.forward()
+                after = self.renderer.render(self.scene.data)
+                receipt["pixels"] = pixel_change(before, after)
+                before = after
         return self._observe(self.scene.observe())
+
+    def _apply(self, perturbation: Perturbation) -> dict[str, Any]:
+        receipt = applied(self.scene, perturbation, lambda: perturbation.apply(self.scene, self.rng), EDITABLE_FIELDS)
+        receipt["step"] = perturbation.at_step
+        self.receipts.append(receipt)
+        return receipt
 
     def _observe(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.t in self.events:
             for p in self.events[self.t]:
-                p.apply(self.scene, self.rng)
+                self._apply(p)
             obs = self.scene.observe()
         if self.renderer is not None:
             obs[self.image_key] = self.renderer.render(self.scene.data)
@@ -207,6 +226,7 @@ class Runner:
             observations={k: np.stack([step[k] for step in lowdim]) for k in lowdim[0]},
             frames=np.stack(frames) if frames else None,
             monitor_outputs=monitor_outputs,
+            receipts=tuple(episode.receipts),
             error=episode.error,
             wall_time=time.perf_counter() - started,
         )

@@ -23,6 +23,7 @@ from diagnosis.estimation import wilson_interval
 from envs.cli import parse_config
 from envs.markdown import markdown_table
 from envs.perturbations import Perturbation, get_perturbations, task_perturbations
+from envs.receipts import check_effects
 from envs.rollout import rollout
 from policies.registry import load_policy
 
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: {exc}") from None
         # A subset gets its own file: it must never replace the full ground truth the experiments read.
         stem = stem.with_name(f"{stem.name}_subset_{hashlib.sha1(','.join(names).encode()).hexdigest()[:8]}")
+    try:
+        check_effects(spec, [perturbations[n] for n in names if n != NOMINAL])
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     partial_path = stem.with_suffix(".partial.json")
     done: dict[str, dict] = json.loads(partial_path.read_text()) if partial_path.exists() else {}
     todo = [n for n in names if n not in done]
