@@ -9,6 +9,7 @@ from rich.table import Table
 
 from envs.cli import parse_config
 from envs.perturbations import FAMILIES, task_perturbations
+from envs.perturbations.base import parameter_space
 from envs.perturbations.user import family_fields
 
 
@@ -33,7 +34,12 @@ def list_families(console: Console) -> None:
     for column in ("family", "timing", "fields", "description"):
         table.add_column(column)
     for name, cls in FAMILIES.items():
-        fields = ", ".join(f for f in family_fields(name) if f not in ("name", "description"))
+        space = parameter_space(cls)
+        fields = ", ".join(
+            f"{f}: {space[f].describe()}" if f in space else f
+            for f in family_fields(name)
+            if f not in ("name", "description")
+        )
         table.add_row(name, ", ".join(sorted(cls.timing_kinds)), fields, summary(cls))
     console.print(table)
 

@@ -124,3 +124,15 @@ def test_resized_cube_rests_on_the_table_and_physics_feels_it(lift_runner):
     # A 4 cm half-height cube settles with its centre 4 cm above the table top, not at the nominal 2 cm.
     assert abs(cube_z - (0.8 + 0.04)) < 0.005
     assert scene.model.body_mass[scene.body_id("cube_main")] == pytest.approx(mass * 8, rel=0.2)
+
+
+def test_every_family_declares_its_parameter_space_and_lists_it(capsys):
+    from envs.list import main as list_main
+    from envs.perturbations import FAMILIES
+    from envs.perturbations.base import Bounds, parameter_space
+
+    assert parameter_space(FAMILIES["object_color"]) == {"rgba": Bounds(0.0, 1.0, 4)}
+    assert parameter_space(FAMILIES["gripper_open"])["duration"].describe() == "integer in [1, 10000]"
+    assert [name for name, cls in FAMILIES.items() if not parameter_space(cls)] == []
+    list_main(["families=true"])
+    assert "rgba: 4 × [0, 1]" in capsys.readouterr().out

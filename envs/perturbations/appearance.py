@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import mujoco
 import numpy as np
 
-from envs.perturbations.base import Perturbation, check_length, check_range, register_family
+from envs.perturbations.base import Perturbation, param, register_family
 
 if TYPE_CHECKING:
     from envs.scene import Scene
@@ -22,11 +22,7 @@ def _paint(scene: Scene, geoms: np.ndarray, rgba: tuple[float, ...]) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class _Recolor(Perturbation):
-    rgba: tuple[float, float, float, float]
-
-    def check_params(self) -> None:
-        check_length("rgba", self.rgba, 4)
-        check_range("rgba", self.rgba, 0.0, 1.0)
+    rgba: tuple[float, float, float, float] = param(low=0.0, high=1.0, length=4)
 
 
 @register_family
@@ -69,11 +65,7 @@ class LightColor(Perturbation):
     """Every light's diffuse colour becomes `rgb` (scaled by the light's nominal brightness)."""
 
     family = "light_color"
-    rgb: tuple[float, float, float]
-
-    def check_params(self) -> None:
-        check_length("rgb", self.rgb, 3)
-        check_range("rgb", self.rgb, 0.0, 1.0)
+    rgb: tuple[float, float, float] = param(low=0.0, high=1.0, length=3)
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         brightness = scene.model.light_diffuse.max(axis=1, keepdims=True)
@@ -86,16 +78,13 @@ class LightIntensity(Perturbation):
     """Scales every light's diffuse and specular output; optionally points the lights along `direction`."""
 
     family = "light_intensity"
-    scale: float
-    direction: tuple[float, float, float] | None = None
+    scale: float = param(low=0.0, high=10.0)
+    direction: tuple[float, float, float] | None = param(None, low=-100.0, high=100.0, length=3)
+    """Any length: it is normalised."""
 
     def check_params(self) -> None:
-        check_range("scale", [self.scale], 0.0, 10.0)
-        if self.direction is not None:
-            check_length("direction", self.direction, 3)
-            check_range("direction", self.direction, -100.0, 100.0)  # any length: it is normalised
-            if np.linalg.norm(np.asarray(self.direction, dtype=float)) == 0:
-                raise ValueError("direction must be a non-zero vector")
+        if self.direction is not None and np.linalg.norm(np.asarray(self.direction, dtype=float)) == 0:
+            raise ValueError("direction must be a non-zero vector")
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         model = scene.model
@@ -111,14 +100,8 @@ class CameraPose(Perturbation):
     """Moves the policy's camera by `offset` (metres, world frame) and turns it by `rotation_deg` (x, y, z)."""
 
     family = "camera_pose"
-    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    def check_params(self) -> None:
-        check_length("offset", self.offset, 3)
-        check_length("rotation_deg", self.rotation_deg, 3)
-        check_range("offset", self.offset, -0.5, 0.5)
-        check_range("rotation_deg", self.rotation_deg, -45.0, 45.0)
+    offset: tuple[float, float, float] = param((0.0, 0.0, 0.0), low=-0.5, high=0.5, length=3)
+    rotation_deg: tuple[float, float, float] = param((0.0, 0.0, 0.0), low=-45.0, high=45.0, length=3)
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         cam = scene.camera_id()

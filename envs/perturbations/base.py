@@ -7,6 +7,7 @@ Model edits need no undo: `Scene.restore()` copies every perturbable array back 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,54 @@ def check_length(what: str, values: Sequence[float], n: int) -> None:
         raise ValueError(f"{what} needs {n} values, got {len(values)}")
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """Where a family parameter may lie: `length` numbers (None: one number) in [low, high] ((0, high] when
+    `positive`), or an integer in [low, high] when `integer`."""
+
+    low: float
+    high: float
+    length: int | None = None
+    positive: bool = False
+    integer: bool = False
+
+    def check(self, name: str, value: object) -> None:
+        """ValueError naming the parameter and the bound when `value` lies outside."""
+        if self.integer:
+            check_int(name, value, int(self.low), int(self.high))
+        elif self.length is None:
+            check_range(name, [value], self.low, self.high, positive=self.positive)
+        else:
+            check_length(name, value, self.length)
+            check_range(name, value, self.low, self.high, positive=self.positive)
+
+    def describe(self) -> str:
+        if self.integer:
+            return f"integer in [{self.low:g}, {self.high:g}]"
+        interval = f"(0, {self.high:g}]" if self.positive else f"[{self.low:g}, {self.high:g}]"
+        return interval if self.length is None else f"{self.length} × {interval}"
+
+
+def param(
+    default: Any = dataclasses.MISSING,
+    *,
+    low: float,
+    high: float,
+    length: int | None = None,
+    positive: bool = False,
+    integer: bool = False,
+) -> Any:
+    """A family parameter with its bounds (checked when a perturbation is built; `envs.list families=true` shows
+    them). A parameter whose default is None may be left None: "not set"."""
+    bounds = Bounds(low, high, length, positive, integer)
+    return field(default=default, metadata={"bounds": bounds})
+
+
+def parameter_space(family: type[Perturbation]) -> dict[str, Bounds]:
+    """The family's bounded parameters: the space its perturbations are points of."""
+    return {f.name: f.metadata["bounds"] for f in dataclasses.fields(family) if "bounds" in f.metadata}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Perturbation:
     """Base class of every family. Subclasses add their parameters as fields and override the hooks they need."""
@@ -117,6 +166,9 @@ class Perturbation:
                 f"perturbation {self.name!r} of family {self.family!r} cannot fire at {kind}; "
                 f"allowed: {', '.join(sorted(self.timing_kinds))}"
             )
+        for f in dataclasses.fields(self):
+            if "bounds" in f.metadata and not (getattr(self, f.name) is None and f.default is None):
+                f.metadata["bounds"].check(f.name, getattr(self, f.name))
         self.check_params()
 
     @property
@@ -128,7 +180,7 @@ class Perturbation:
         return "reset" if self.at_step is None else f"step {self.at_step}"
 
     def check_params(self) -> None:
-        """Raises ValueError for out-of-range parameters."""
+        """Raises ValueError for what the declared bounds (`param`) cannot say, e.g. a non-zero direction."""
 
     def check_task(self, task: TaskSpec) -> None:
         """Raises ValueError when this perturbation cannot act on the task."""

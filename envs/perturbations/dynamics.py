@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.perturbations.base import Perturbation, check_range, register_family
+from envs.perturbations.base import Perturbation, param, register_family
 
 if TYPE_CHECKING:
     from envs.scene import Scene
@@ -19,10 +19,7 @@ class ObjectMass(Perturbation):
     """Multiplies the object's mass (and inertia, so its shape's mass distribution stays the same)."""
 
     family = "object_mass"
-    scale: float
-
-    def check_params(self) -> None:
-        check_range("scale", [self.scale], 0.0, 100.0, positive=True)
+    scale: float = param(low=0.0, high=100.0, positive=True)
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         body = scene.body_id(scene.task.objects[self.target])
@@ -36,10 +33,7 @@ class Friction(Perturbation):
     """Multiplies the sliding friction of the object's collision geoms (a slippery or sticky object)."""
 
     family = "friction"
-    scale: float
-
-    def check_params(self) -> None:
-        check_range("scale", [self.scale], 0.0, 100.0, positive=True)
+    scale: float = param(low=0.0, high=100.0, positive=True)
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         geoms = scene.geoms_of(scene.task.objects[self.target], visual=False)

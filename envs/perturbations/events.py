@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.perturbations.base import Perturbation, check_int, check_length, check_range, register_family
+from envs.perturbations.base import Perturbation, param, register_family
 from envs.perturbations.placement import free_joint_qpos, free_joint_qvel
 
 if TYPE_CHECKING:
@@ -25,11 +25,7 @@ class ObjectNudge(_Event):
     """Gives the object a sudden linear velocity (m/s), as if something bumped it."""
 
     family = "object_nudge"
-    velocity: tuple[float, float, float]
-
-    def check_params(self) -> None:
-        check_length("velocity", self.velocity, 3)
-        check_range("velocity", self.velocity, -3.0, 3.0)
+    velocity: tuple[float, float, float] = param(low=-3.0, high=3.0, length=3)
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         qvel = free_joint_qvel(scene, scene.task.objects[self.target])
@@ -42,11 +38,7 @@ class ObjectTeleport(_Event):
     """Moves the object instantly by `offset` (x, y metres on the table), dropping it if held."""
 
     family = "object_teleport"
-    offset: tuple[float, float]
-
-    def check_params(self) -> None:
-        check_length("offset", self.offset, 2)
-        check_range("offset", self.offset, -0.3, 0.3)
+    offset: tuple[float, float] = param(low=-0.3, high=0.3, length=2)
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         body_name = scene.task.objects[self.target]
@@ -63,10 +55,7 @@ class GripperForcedOpen(_Event):
     """Overrides the gripper command with 'open' for `duration` steps from `at_step`."""
 
     family = "gripper_open"
-    duration: int
-
-    def check_params(self) -> None:
-        check_int("duration", self.duration, 1, 10_000)
+    duration: int = param(low=1, high=10_000, integer=True)
 
     def act(self, action: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
         if self.at_step <= t < self.at_step + self.duration:

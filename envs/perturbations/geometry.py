@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import mujoco
 import numpy as np
 
-from envs.perturbations.base import Perturbation, check_length, check_range, register_family
+from envs.perturbations.base import Perturbation, param, register_family
 
 if TYPE_CHECKING:
     from envs.scene import Scene
@@ -32,16 +32,10 @@ class ObjectSize(Perturbation):
 
     family = "object_size"
     timing_kinds = frozenset({"reset"})
-    half_size: tuple[float, float, float]
-
-    MAX_HALF_SIZE: ClassVar[float] = 0.08
-    """Metres. The gripper starts about 0.2 m above the table: a box reaching it at reset overlaps the fingers and
-    the physics blows up at the first step (on Lift, e.g. half sizes (0.19, 0.03, 0.125)); 0.08 keeps the top of a
-    box 5 cm below them. (The catalogue's largest is 0.04.)"""
-
-    def check_params(self) -> None:
-        check_length("half_size", self.half_size, 3)
-        check_range("half_size", self.half_size, 0.0, self.MAX_HALF_SIZE, positive=True)
+    half_size: tuple[float, float, float] = param(low=0.0, high=0.08, length=3, positive=True)
+    """Metres, at most 0.08: the gripper starts about 0.2 m above the table, and a box reaching it at reset overlaps
+    the fingers and the physics blows up at the first step (on Lift, e.g. half sizes (0.19, 0.03, 0.125)); 0.08
+    keeps the top of a box 5 cm below them. (The catalogue's largest is 0.04.)"""
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         model = scene.model
@@ -75,11 +69,7 @@ class TableSize(Perturbation):
 
     family = "table_size"
     timing_kinds = frozenset({"reset"})
-    full_size: tuple[float, float, float]
-
-    def check_params(self) -> None:
-        check_length("full_size", self.full_size, 3)
-        check_range("full_size", self.full_size, 0.0, 3.0, positive=True)
+    full_size: tuple[float, float, float] = param(low=0.0, high=3.0, length=3, positive=True)
 
     def check_task(self, task: TaskSpec) -> None:
         super().check_task(task)

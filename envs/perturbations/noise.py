@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.perturbations.base import Perturbation, check_range, register_family
+from envs.perturbations.base import Perturbation, param, register_family
 
 
 @register_family
@@ -15,12 +15,8 @@ class ObsNoise(Perturbation):
     """Gaussian noise on camera images (`image_std`, in 0–255 pixel units) and on proprioception (`state_std`)."""
 
     family = "obs_noise"
-    image_std: float = 0.0
-    state_std: float = 0.0
-
-    def check_params(self) -> None:
-        check_range("image_std", [self.image_std], 0.0, 128.0)
-        check_range("state_std", [self.state_std], 0.0, 1.0)
+    image_std: float = param(0.0, low=0.0, high=128.0)
+    state_std: float = param(0.0, low=0.0, high=1.0)
 
     def observe(self, obs: dict[str, np.ndarray], t: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         if self.at_step is not None and t < self.at_step:
@@ -41,10 +37,7 @@ class ActionNoise(Perturbation):
     """Gaussian noise of `std` on the arm part of every action (the gripper command is left alone)."""
 
     family = "action_noise"
-    std: float
-
-    def check_params(self) -> None:
-        check_range("std", [self.std], 0.0, 2.0, positive=True)
+    std: float = param(low=0.0, high=2.0, positive=True)
 
     def act(self, action: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
         if self.at_step is not None and t < self.at_step:

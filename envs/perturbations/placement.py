@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.perturbations.base import Perturbation, check_length, check_range, register_family
+from envs.perturbations.base import Perturbation, param, register_family
 from envs.scene import DISTRACTOR_SHAPES, distractor_body
 
 if TYPE_CHECKING:
@@ -34,11 +34,7 @@ class InitOffset(Perturbation):
 
     family = "init_offset"
     timing_kinds = frozenset({"reset"})
-    offset: tuple[float, float]
-
-    def check_params(self) -> None:
-        check_length("offset", self.offset, 2)
-        check_range("offset", self.offset, -0.25, 0.25)
+    offset: tuple[float, float] = param(low=-0.25, high=0.25, length=2)
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         qpos = free_joint_qpos(scene, scene.task.objects[self.target])
@@ -55,16 +51,12 @@ class Distractor(Perturbation):
 
     family = "distractor"
     shape: str = "box"
-    rgba: tuple[float, float, float, float] = (0.9, 0.6, 0.1, 1.0)
-    offset: tuple[float, float] = (0.0, 0.12)
+    rgba: tuple[float, float, float, float] = param((0.9, 0.6, 0.1, 1.0), low=0.0, high=1.0, length=4)
+    offset: tuple[float, float] = param((0.0, 0.12), low=-0.4, high=0.4, length=2)
 
     def check_params(self) -> None:
         if not isinstance(self.shape, str) or self.shape not in DISTRACTOR_SHAPES:
             raise ValueError(f"unknown distractor shape {self.shape!r}; valid shapes: {', '.join(DISTRACTOR_SHAPES)}")
-        check_length("rgba", self.rgba, 4)
-        check_range("rgba", self.rgba, 0.0, 1.0)
-        check_length("offset", self.offset, 2)
-        check_range("offset", self.offset, -0.4, 0.4)
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         model, data = scene.model, scene.data
