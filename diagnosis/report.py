@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from diagnosis.dataset import read_rollouts  # noqa: E402
 from diagnosis.printout import interval, monitor_lines  # noqa: E402
+from envs.receipts import describe  # noqa: E402
 
 VIDEO_SCALE = 4  # 84 px frames → 336 px videos (a multiple of 16, as H.264 encoders want)
 
@@ -189,6 +190,11 @@ def monitor_caption(monitor: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def receipts_of(demo: h5py.Group) -> list[dict[str, Any]]:
+    """What each perturbation of a stored rollout changed (none for files written before receipts existed)."""
+    return json.loads(demo.attrs.get("receipts", "[]"))
+
+
 def write_video(frames: np.ndarray, path: Path, fps: int = 20) -> None:
     import imageio.v2 as imageio
 
@@ -226,7 +232,8 @@ def write_report(run_dir: Path, summary: dict[str, Any] | None = None, top_k: in
                 f"<p>rollout {chosen['demo']} (seed {chosen['seed']}, perturbations: "
                 f"{html.escape(', '.join(chosen['perturbations']))}): <b>{chosen['outcome']}</b> after "
                 f"{chosen['length']} steps; monitor: {html.escape(monitor_caption(chosen['monitor']))}</p>"
-                f'<img src="media/{stem}.png"> {video}'
+                + "".join(f"<p class=receipt>{html.escape(describe(r))}</p>" for r in receipts_of(demo))
+                + f'<img src="media/{stem}.png"> {video}'
             )
     path = run_dir / "report.html"
     path.write_text(_page(summary, sections))

@@ -88,6 +88,19 @@ def check_effects(task: str | TaskSpec, perturbations: list[Perturbation], seed:
         scene.close()
 
 
+def describe(receipt: dict[str, Any]) -> str:
+    """One line of what a receipt says, for reports: `light_dim: light_diffuse ×3 (by up to 0.455), ...; the first
+    frame moved 56.5 grey levels on average`."""
+    parts = [f"{name} ×{count} (by up to {largest:.3g})" for name, (count, largest) in receipt["model"].items()]
+    parts += [f"{key} moved by up to {largest:.3g}" for key, largest in receipt["state"].items()]
+    parts += [f"filters every step's {hook}" for hook in receipt["filters"]]
+    when = "" if receipt.get("step") is None else f" at step {receipt['step']}"
+    text = f"{receipt['perturbation']}{when}: {', '.join(parts) or 'nothing'}"
+    if "pixels" in receipt:
+        text += f"; the first frame moved {receipt['pixels']:.1f} grey levels on average"
+    return text
+
+
 def pixel_change(nominal: np.ndarray, perturbed: np.ndarray) -> float:
     """Mean absolute difference of two uint8 frames, in grey levels (0–255)."""
     return float(np.abs(nominal.astype(np.int16) - perturbed.astype(np.int16)).mean())

@@ -50,3 +50,16 @@ def test_the_search_refuses_a_no_op_candidate_and_stores_receipts_with_each_roll
         receipts = json.loads(file["data/demo_0"].attrs["receipts"])
         names = json.loads(file["data/demo_0"].attrs["perturbations"])
     assert [r["perturbation"] for r in receipts] == names and receipts[0]["model"]
+    report = (tmp_path / "b" / "report.html").read_text()
+    assert "<p class=receipt>" in report and "grey levels on average" in report  # the top modes show what changed
+
+
+def test_a_receipt_reads_as_one_line():
+    from envs.receipts import describe
+
+    receipt = {"perturbation": "light_dim", "model": {"light_diffuse": [3, 0.455]}, "state": {}, "filters": []}
+    assert describe({**receipt, "step": None, "pixels": 56.49}) == (
+        "light_dim: light_diffuse ×3 (by up to 0.455); the first frame moved 56.5 grey levels on average"
+    )
+    nudge = {"perturbation": "shove", "model": {}, "state": {"qvel": 0.6}, "filters": [], "step": 12}
+    assert describe(nudge) == "shove at step 12: qvel moved by up to 0.6"
