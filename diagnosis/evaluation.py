@@ -82,14 +82,22 @@ def compare(ranking: Ranking, truth: GroundTruth, k: int = 5) -> dict[str, float
         raise ValueError(f"ground truth {truth.path} covers {len(names)} of the ranked perturbations; need 2 or more")
     score = dict(zip(ranking.names, ranking.scores))
     pairs = significant_pairs(truth, names)
-    agree = [1.0 if score[a] > score[b] else 0.5 if score[a] == score[b] else 0.0 for a, b in pairs]
+    untied = [(a, b) for a in names for b in names if truth.failure_rate(a) > truth.failure_rate(b)]
+
+    def agreement(pairs: list[tuple[str, str]]) -> float:
+        """Share of pairs (a truly worse than b) the scores order alike; a tied score counts half."""
+        agree = [1.0 if score[a] > score[b] else 0.5 if score[a] == score[b] else 0.0 for a, b in pairs]
+        return float(np.mean(agree)) if agree else float("nan")
+
     predicted = np.array([score[n] for n in names])
     actual = np.array([truth.failure_rate(n) for n in names])
     tau = kendalltau(predicted, actual).statistic
     rho = spearmanr(predicted, actual).statistic
     return {
-        "pairwise_accuracy": float(np.mean(agree)) if pairs else float("nan"),
+        "pairwise_accuracy": agreement(pairs),
         "significant_pairs": len(pairs),
+        "untied_pair_accuracy": agreement(untied),
+        "untied_pairs": len(untied),
         "all_pairs": len(names) * (len(names) - 1) // 2,
         "kendall_tau": float(tau) if np.isfinite(tau) else float("nan"),
         "spearman_rho": float(rho) if np.isfinite(rho) else float("nan"),
@@ -116,6 +124,45 @@ def budget_on_worst(
         return float("nan")
     worst = truly_worst(truth, names, k)
     return sum(bool(worst.intersection(p)) for p in rollout_perturbations) / len(rollout_perturbations)
+
+
+def rate_error(rows: Sequence[dict], truth: GroundTruth) -> dict[str, float]:
+    """How well the failure rates a search observed (summary ranking rows: `failed_alone`, `tried_alone`, Wilson
+    interval) estimate the ground truth's: mean absolute error over the modes tried alone, and the share of those
+    whose 95% interval holds the true failure rate (about 0.95 if the intervals are honest)."""
+    tried = [r for r in rows if r.get("tried_alone") and r["perturbation"] in truth.entries]
+    if not tried:
+        return {"rate_mae": float("nan"), "interval_coverage": float("nan"), "rated": 0}
+    true = np.array([truth.failure_rate(r["perturbation"]) for r in tried])
+    observed = np.array([r["failed_alone"] / r["tried_alone"] for r in tried])
+    low = np.array([r["failure_rate_low"] for r in tried])
+    high = np.array([r["failure_rate_high"] for r in tried])
+    return {
+        "rate_mae": float(np.abs(observed - true).mean()),
+        "interval_coverage": float(((low <= true) & (true <= high)).mean()),
+        "rated": len(tried),
+    }
+
+
+def bootstrap_mean(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over search seeds with a 95% percentile bootstrap interval."""
+    values = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    means = np.random.default_rng(seed).choice(values, (resamples, len(values))).mean(axis=1)
+    return float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def rollouts_to_target(curve: Sequence[dict], metric: str, target: float) -> int | None:
+    """The first rollout count on a search's curve at which `metric` reaches `target` and stays there, or None."""
+    reached = None
+    for point in curve:
+        value = point.get(metric)
+        if value is not None and np.isfinite(value) and value >= target:
+            reached = reached if reached is not None else int(point["rollouts"])
+        else:
+            reached = None
+    return reached
 
 
 def top_k_recall(ranking: Ranking, truth: GroundTruth, k: int) -> float:

@@ -67,6 +67,12 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
             f"{truth['significant_pairs']} of {truth['all_pairs']} pairs; all pairs: Kendall tau-b "
             f"{truth['kendall_tau']:.3f}, Spearman rho {truth['spearman_rho']:.3f}"
             + ("" if spent is None else f"; {spent:.0%} of rollouts on the true top {TOP_K}")
+            + (
+                f"; observed failure rates off by {truth['rate_mae']:.3f} on average, true rate inside the 95% "
+                f"interval for {truth['interval_coverage']:.0%} of {truth['rated']} modes"
+                if truth.get("rated")
+                else ""
+            )
         )
 
 

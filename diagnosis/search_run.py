@@ -32,7 +32,7 @@ from torch.utils.tensorboard import SummaryWriter
 from diagnosis.checkpoint import STATE, checkpoint_rollouts, save_checkpoint, write_json_atomic
 from diagnosis.dataset import FailureDatasetWriter, read_rollouts
 from diagnosis.estimation import failure_rate
-from diagnosis.evaluation import GroundTruth, budget_on_worst, compare
+from diagnosis.evaluation import GroundTruth, budget_on_worst, compare, rate_error
 from diagnosis.interrupts import GracefulStop
 from diagnosis.methods import build_method
 from diagnosis.printout import TOP_K, print_ranking
@@ -364,6 +364,7 @@ class SearchRun:
                 "path": str(self.ground_truth.path),
                 **compare(ranking, self.ground_truth, k=TOP_K),
                 f"budget_on_true_top{TOP_K}": budget_on_worst(self.spent, self.ground_truth, self.names, TOP_K),
+                **rate_error(rows, self.ground_truth),
             }
         write_json_atomic(self.run_dir / "summary.json", summary)
         return summary

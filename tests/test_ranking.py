@@ -118,3 +118,32 @@ def test_all_pair_correlations_and_where_the_budget_went(tmp_path):
     assert truly_worst(truth, list(rates), 1) == {"a", "b"}  # tied at the top: both count
     spent = [["a"], ["c"], ["b", "d"], ["e"]]
     assert budget_on_worst(spent, truth, list(rates), 1) == 0.5
+
+
+def test_untied_pairs_rate_error_coverage_bootstrap_and_rollouts_to_target(tmp_path):
+    from diagnosis.estimation import failure_rate
+    from diagnosis.evaluation import bootstrap_mean, rate_error, rollouts_to_target
+
+    rates = {"a": 0.0, "b": 0.0, "c": 0.5, "d": 0.9}  # success rates; a and b tie
+    truth = load_ground_truth(write_truth(tmp_path / "t.json", rates), "lift", "p")
+    result = compare(Ranking(tuple(rates), np.array([0.9, 0.5, 0.6, 0.2])), truth, k=1)
+    # Untied pairs (a worse than b by ground truth): a>c, a>d, b>c, b>d, c>d; the scores get all but b>c right.
+    assert result["untied_pairs"] == 5 and result["untied_pair_accuracy"] == pytest.approx(4 / 5)
+    rows = [
+        {"perturbation": "a", "tried_alone": 10, "failed_alone": 10, **failure_rate(10, 10)},
+        {"perturbation": "c", "tried_alone": 10, "failed_alone": 1, **failure_rate(1, 10)},  # true 0.5: missed
+        {"perturbation": "d", "tried_alone": 0, "failed_alone": 0, **failure_rate(0, 0)},  # never tried alone
+    ]
+    error = rate_error(rows, truth)
+    assert error["rated"] == 2 and error["rate_mae"] == pytest.approx((0.0 + 0.4) / 2)
+    assert error["interval_coverage"] == 0.5  # 1/10 failed: [0.02, 0.40] does not hold 0.5
+    mean, low, high = bootstrap_mean([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9) and 0.8 <= low < mean < high <= 1.0
+    curve = [
+        {"rollouts": 10, "m": 0.5},
+        {"rollouts": 20, "m": 0.91},
+        {"rollouts": 30, "m": 0.85},
+        {"rollouts": 40, "m": 0.95},
+    ]
+    assert rollouts_to_target(curve, "m", 0.9) == 40  # reached at 20, lost at 30: it must stay there
+    assert rollouts_to_target(curve, "m", 0.99) is None
