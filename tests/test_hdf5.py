@@ -139,7 +139,15 @@ def test_files_from_before_the_marker_still_read(tmp_path):
             demo_names(file, "valid")
 
 
-def test_sigint_during_a_write_arrives_after_it(tmp_path):
+@pytest.fixture
+def ctrl_c():
+    """Python's own Ctrl-C handler for the test: a runner started in the background inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_during_a_write_arrives_after_it(tmp_path, ctrl_c):
     class Interrupting(dict):
         """Extras whose reading sends this process Ctrl-C, as if pressed mid-write."""
 
@@ -166,7 +174,7 @@ def test_a_failed_write_leaves_the_file_as_it_was(tmp_path):
         assert writer.write(episode(seed=1)) == "demo_1"
 
 
-def test_deferred_interrupt_nests_and_is_a_no_op_off_the_main_thread():
+def test_deferred_interrupt_nests_and_is_a_no_op_off_the_main_thread(ctrl_c):
     with pytest.raises(KeyboardInterrupt):
         with deferred_interrupt():
             with deferred_interrupt():
