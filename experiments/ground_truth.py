@@ -1,10 +1,15 @@
 """`python -m experiments.ground_truth task=lift policy=lift_bc_image episodes=20`: success rate under every
 perturbation.
 
-Plain rollouts, nothing learned: every perturbation of the task (and the nominal scene) is evaluated on the same
-seeds 0..episodes-1. Writes experiments/results/ground_truth_<policy>.json and .md. Every ranking FailScope
-produces is judged against this file. Work is spread over `workers` processes (each opens its own renderer);
-finished perturbations are kept in a partial file, so an interrupted run resumes.
+Plain rollouts, nothing learned, every case on the same seeds 0..episodes-1 (searches use other seeds). `kind`:
+- `singles` (default): the nominal scene and every perturbation of the task alone →
+  experiments/results/ground_truth_<policy>.json and .md, which every ranking FailScope produces is judged against;
+- `pairs`: a seeded sample of `pairs` compatible pairs of catalogue perturbations (composed failures) →
+  ground_truth_<policy>_pairs.json;
+- `sweeps`: seven points along each parameter of envs/perturbations/sweeps.py (failure boundaries) →
+  ground_truth_<policy>_sweeps.json.
+Work is spread over `workers` processes (each opens its own renderer); finished cases are kept in a partial file,
+so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from diagnosis.estimation import wilson_interval
+from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.markdown import markdown_table
 from envs.perturbations import Perturbation, get_perturbations, task_perturbations
+from envs.perturbations.sweeps import sweep_points
 from envs.receipts import check_effects
 from envs.rollout import rollout
+from envs.tasks import TaskSpec
 from policies.registry import load_policy
 
 NOMINAL = "nominal"
@@ -41,15 +50,71 @@ class GroundTruthConfig:
     perturbation_file: str = ""
     """User-defined perturbations evaluated after the catalogue (YAML, envs/perturbations/user.py)."""
     perturbations: str = ""
-    """Only these (comma-separated names, `nominal` included); empty = nominal and every perturbation."""
+    """kind=singles: only these (comma-separated names, `nominal` included); empty = nominal and every one."""
+    kind: str = "singles"
+    """singles, pairs or sweeps (see the module docstring)."""
+    pairs: int = 100
+    """kind=pairs: how many pairs to sample."""
+    pair_seed: int = 0
+    """kind=pairs: the sample's seed (fixed, so every policy is judged on the same pairs)."""
 
 
-def _evaluate(args: tuple[str, str, str, Perturbation | None, int]) -> tuple[str, list[bool], list[int]]:
-    policy_name, task, name, perturbation, episodes = args
+KINDS = ("singles", "pairs", "sweeps")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of a ground truth: perturbations applied together (none: the nominal scene)."""
+
+    name: str
+    description: str
+    family: str
+    perturbations: tuple[Perturbation, ...]
+    extra: tuple[tuple[str, object], ...] = ()
+    """Further columns of the row (a sweep's parameter and value, a pair's parts)."""
+
+
+def single_cases(catalogue: dict[str, Perturbation], names: list[str]) -> list[Case]:
+    return [
+        Case(NOMINAL, "no perturbation", NOMINAL, ())
+        if n == NOMINAL
+        else Case(n, catalogue[n].description, catalogue[n].family, (catalogue[n],))
+        for n in names
+    ]
+
+
+def pair_cases(catalogue: dict[str, Perturbation], count: int, seed: int) -> list[Case]:
+    """A seeded sample of `count` pairs of reset-time catalogue perturbations that can act together (different
+    families: two colours of one cube cannot)."""
+    items = [p for p in catalogue.values() if p.at_step is None]
+    pairs = [(a, b) for i, a in enumerate(items) for b in items[i + 1 :] if a.family != b.family]
+    if not 1 <= count <= len(pairs):
+        raise ValueError(f"pairs must be in [1, {len(pairs)}] (the task's compatible pairs), got {count}")
+    chosen = sorted(np.random.default_rng(seed).choice(len(pairs), size=count, replace=False))
+    return [
+        Case(
+            name=f"{a.name}+{b.name}",
+            description=f"{a.description}, and {b.description}",
+            family=f"{a.family}+{b.family}",
+            perturbations=(a, b),
+            extra=(("parts", [a.name, b.name]),),
+        )
+        for a, b in (pairs[i] for i in chosen)
+    ]
+
+
+def sweep_cases(spec: TaskSpec, catalogue: dict[str, Perturbation]) -> list[Case]:
+    return [
+        Case(p.name, p.description, p.family, (p,), (("parameter", sweep.field), ("value", value)))
+        for sweep, value, p in sweep_points(spec, catalogue)
+    ]
+
+
+def _evaluate(args: tuple[str, str, Case, int]) -> tuple[str, list[bool], list[int]]:
+    policy_name, task, case, episodes = args
     policy, spec = load_policy(policy_name, task)
-    chosen = [] if perturbation is None else [perturbation]
-    results = [rollout(spec, policy, chosen, seed=seed) for seed in range(episodes)]
-    return name, [e.success for e in results], [e.length for e in results]
+    results = [rollout(spec, policy, list(case.perturbations), seed=seed) for seed in range(episodes)]
+    return case.name, [e.success for e in results], [e.length for e in results]
 
 
 def entry(name: str, description: str, family: str, successes: list[bool]) -> dict:
@@ -68,37 +133,44 @@ def entry(name: str, description: str, family: str, successes: list[bool]) -> di
     }
 
 
+def plan(config: GroundTruthConfig, spec: TaskSpec, catalogue: dict[str, Perturbation]) -> tuple[list[Case], Path]:
+    """The cases to evaluate and the file stem they go to."""
+    stem = Path(config.out) / f"ground_truth_{Path(config.policy).name}"
+    if config.kind == "pairs":
+        return pair_cases(catalogue, config.pairs, config.pair_seed), stem.with_name(f"{stem.name}_pairs")
+    if config.kind == "sweeps":
+        return sweep_cases(spec, catalogue), stem.with_name(f"{stem.name}_sweeps")
+    if not config.perturbations:
+        return single_cases(catalogue, [NOMINAL, *catalogue]), stem
+    names = [n.strip() for n in config.perturbations.split(",") if n.strip()]
+    get_perturbations(spec, [n for n in names if n != NOMINAL], config.perturbation_file)
+    # A subset gets its own file: it must never replace the full ground truth the experiments read.
+    digest = hashlib.sha1(",".join(names).encode()).hexdigest()[:8]
+    return single_cases(catalogue, names), stem.with_name(f"{stem.name}_subset_{digest}")
+
+
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(GroundTruthConfig, argv)
     try:
+        check_choice(config.kind, KINDS, "kind")
         _, spec = load_policy(config.policy, config.task)
-        perturbations = task_perturbations(spec, config.perturbation_file)
+        catalogue = task_perturbations(spec, config.perturbation_file)
+        cases, stem = plan(config, spec, catalogue)
+        check_effects(spec, list(dict.fromkeys(p for case in cases for p in case.perturbations)))
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    names = [NOMINAL, *perturbations]
-    stem = Path(config.out) / f"ground_truth_{Path(config.policy).name}"
-    if config.perturbations:
-        names = [n.strip() for n in config.perturbations.split(",") if n.strip()]
-        try:
-            get_perturbations(spec, [n for n in names if n != NOMINAL], config.perturbation_file)
-        except ValueError as exc:
-            raise SystemExit(f"error: {exc}") from None
-        # A subset gets its own file: it must never replace the full ground truth the experiments read.
-        stem = stem.with_name(f"{stem.name}_subset_{hashlib.sha1(','.join(names).encode()).hexdigest()[:8]}")
-    try:
-        check_effects(spec, [perturbations[n] for n in names if n != NOMINAL])
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    names = [case.name for case in cases]
+    by_name = {case.name: case for case in cases}
     partial_path = stem.with_suffix(".partial.json")
     done: dict[str, dict] = json.loads(partial_path.read_text()) if partial_path.exists() else {}
     todo = [n for n in names if n not in done]
     started = time.perf_counter()
     context = get_context("spawn")  # renderers must be created inside each worker
     with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-        jobs = pool.map(_evaluate, [(config.policy, spec.name, n, perturbations.get(n), config.episodes) for n in todo])
-        for name, successes, _ in tqdm(jobs, total=len(todo), initial=0, desc="ground truth", unit="perturbation"):
-            p = perturbations.get(name)
-            done[name] = entry(name, p.description if p else "no perturbation", p.family if p else NOMINAL, successes)
+        jobs = pool.map(_evaluate, [(config.policy, spec.name, by_name[n], config.episodes) for n in todo])
+        for name, successes, _ in tqdm(jobs, total=len(todo), initial=0, desc="ground truth", unit="case"):
+            case = by_name[name]
+            done[name] = {**entry(name, case.description, case.family, successes), **dict(case.extra)}
             partial_path.parent.mkdir(parents=True, exist_ok=True)
             partial_path.write_text(json.dumps(done))
     rows = [done[n] for n in names]
@@ -110,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
             f"python -m experiments.ground_truth task={spec.name} policy={config.policy} episodes={config.episodes}"
             + (f" perturbation_file={config.perturbation_file}" if config.perturbation_file else "")
             + (f" perturbations={config.perturbations}" if config.perturbations else "")
+            + (f" kind={config.kind}" if config.kind != "singles" else "")
+            + (f" pairs={config.pairs} pair_seed={config.pair_seed}" if config.kind == "pairs" else "")
         ),
         "wall_time_s": round(time.perf_counter() - started, 1),
         "perturbations": rows,
