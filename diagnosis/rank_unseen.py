@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError(f"seeds must be >= 1, got {config.seeds}")
         search = ContinuousSearch.load(config.run)
         task, files = search.trained.task, config.perturbation_file
-        extra = [p for p in task_perturbations(task, files).values() if p.name not in task_perturbations(task)]
+        catalogue = task_perturbations(task)
+        extra = [p for name, p in task_perturbations(task, files).items() if name not in catalogue]
         get_perturbations(task, names, files)  # unknown names → error listing the valid ones
         frames = first_frames(task, names, config.seeds, files)
         rows = rank_unseen(search, names, frames, SceneEmbedder(search.trained, extra=extra))
