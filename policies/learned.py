@@ -28,8 +28,14 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size, :]
 
 
+DIFFUSION_SEED = 0
+"""Every episode's sampling noise starts from this seed, so a rollout depends on its observations only (the same
+episode seed gives the same rollout whichever worker runs it, in whatever order)."""
+
+
 class BCPolicy:
-    """Runs a BC network step by step; the RNN variant carries its hidden state through the episode."""
+    """Runs a BC network step by step; the RNN variant carries its hidden state through the episode, the diffusion
+    variant a queue of the actions left of its last sampled chunk."""
 
     action_dim = 7
 
@@ -47,6 +53,12 @@ class BCPolicy:
             keys.append(self.image_key)
         self.obs_keys = tuple(keys)
         self.hidden: torch.Tensor | None = None
+        self.queue: list[np.ndarray] = []
+        if self.config.arch == "diffusion":
+            from policies.diffusion import sampling_schedule
+
+            self.schedule = sampling_schedule(self.config)
+            self.generator = torch.Generator().manual_seed(DIFFUSION_SEED)
 
     @classmethod
     def load(cls, path: str | Path) -> BCPolicy:
@@ -54,6 +66,9 @@ class BCPolicy:
 
     def reset(self) -> None:
         self.hidden = None
+        self.queue = []
+        if self.config.arch == "diffusion":
+            self.generator.manual_seed(DIFFUSION_SEED)
 
     @torch.inference_mode()
     def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -71,6 +86,17 @@ class BCPolicy:
             if arch == "bc_rnn":
                 out, self.hidden = self.model(image[None], proprio[None], self.hidden)
                 action = out[0, -1]
+            elif arch == "diffusion":
+                return self._next_from_chunk(image, proprio)
             else:
                 action = self.model(image, proprio)[0]
         return action.numpy().astype(float)
+
+    def _next_from_chunk(self, image: torch.Tensor, proprio: torch.Tensor) -> np.ndarray:
+        """Samples a new chunk when the last one's first `execute` actions are spent, then plays the next."""
+        from policies.diffusion import sample_chunk
+
+        if not self.queue:
+            chunk = sample_chunk(self.model, self.schedule, images=image, proprio=proprio, generator=self.generator)
+            self.queue = list(chunk[0, : self.config.execute].numpy().astype(float))
+        return self.queue.pop(0)

@@ -1,7 +1,9 @@
 """Behaviour-cloning networks (pure `nn.Module`s; training glue lives in policies.train).
 
 The image encoder follows robomimic's small-data recipe: a conv trunk, a spatial-softmax keypoint layer (where
-things are matters more than what they are), and random crops during training.
+things are matters more than what they are), and random crops during training. The diffusion policy puts the same
+encoder in front of a denoiser over a chunk of future actions (Chi et al., Diffusion Policy, 2023); its noise
+schedules are diffusers' (policies/diffusion.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class ModelConfig:
     """Architecture of a BC policy; saved with every checkpoint."""
 
     arch: str = "bc_image"
-    """bc_image | bc_rnn | bc_lowdim"""
+    """bc_image | bc_rnn | bc_lowdim | diffusion"""
     image_size: int = 84
     crop_size: int = 76
     """Random crop while training, centre crop at inference."""
@@ -35,12 +37,20 @@ class ModelConfig:
     rnn_hidden: int = 256
     window: int = 10
     """Sequence length of bc_rnn training windows."""
+    chunk: int = 8
+    """diffusion: future actions denoised together."""
+    execute: int = 4
+    """diffusion: actions of each chunk executed before the next is sampled."""
+    diffusion_steps: int = 100
+    """diffusion: noise levels of the training schedule."""
+    sampling_steps: int = 10
+    """diffusion: DDIM steps per sampled chunk at run time."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-ARCHS = ("bc_image", "bc_rnn", "bc_lowdim")
+ARCHS = ("bc_image", "bc_rnn", "bc_lowdim", "diffusion")
 
 
 class SpatialSoftmax(nn.Module):
@@ -133,7 +143,46 @@ class BCLowdim(nn.Module):
         return torch.tanh(self.head(torch.cat([proprio, state], dim=-1)))
 
 
+def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of integer noise levels (B,) → (B, dim), as in DDPM."""
+    half = dim // 2
+    freqs = torch.exp(-torch.log(torch.tensor(10_000.0)) * torch.arange(half, dtype=torch.float32) / half)
+    angles = timesteps.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class DiffusionImage(nn.Module):
+    """Image + proprioception → a denoiser of `chunk` future actions. The observation is encoded once per chunk;
+    the denoiser is an MLP on (noisy chunk, observation features, noise level), predicting the added noise."""
+
+    time_dim = 32
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.chunk, self.action_dim = config.chunk, config.action_dim
+        self.encoder = ImageEncoder(config)
+        width = config.hidden[-1] * 2
+        self.denoiser = mlp(
+            [
+                config.chunk * config.action_dim + self.encoder.out_dim + config.proprio_dim + self.time_dim,
+                width,
+                width,
+                width,
+                config.chunk * config.action_dim,
+            ]
+        )
+
+    def encode(self, images: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.encoder(images), proprio], dim=-1)
+
+    def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """(B, chunk, action_dim) noisy actions at noise levels (B,) → predicted noise of the same shape."""
+        batch = noisy.shape[0]
+        features = [noisy.reshape(batch, -1), condition, timestep_embedding(timesteps, self.time_dim)]
+        return self.denoiser(torch.cat(features, dim=-1)).reshape(batch, self.chunk, self.action_dim)
+
+
 def build_model(config: ModelConfig) -> nn.Module:
-    builders = {"bc_image": BCImage, "bc_rnn": BCRNN, "bc_lowdim": BCLowdim}
+    builders = {"bc_image": BCImage, "bc_rnn": BCRNN, "bc_lowdim": BCLowdim, "diffusion": DiffusionImage}
     check_choice(config.arch, builders, "arch")
     return builders[config.arch](config)

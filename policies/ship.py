@@ -34,16 +34,42 @@ class ShipConfig:
     episodes: int = 50
 
 
-def describe_architecture(model: dict) -> str:
+def describe_architecture(model: dict, augment: list[str]) -> str:
+    augmentation = " and ".join(
+        {"crop": f"random {model['crop_size']}px crops", "colour": "colour jitter"}.get(name, name) for name in augment
+    )
     encoder = (
-        f"conv trunk {model['channels']} + spatial softmax ({model['keypoints']} keypoints), random "
-        f"{model['crop_size']}px crops, on the camera frame plus end-effector pose and gripper"
+        f"conv trunk {model['channels']} + spatial softmax ({model['keypoints']} keypoints), trained with "
+        f"{augmentation or 'no augmentation'}, on the camera frame plus end-effector pose and gripper"
     )
     if model["arch"] == "bc_image":
         return f"{encoder}; MLP {model['hidden']}"
     if model["arch"] == "bc_rnn":
         return f"{encoder}; GRU ({model['rnn_hidden']}) over {model['window']}-step windows; MLP {model['hidden']}"
+    if model["arch"] == "diffusion":
+        return (
+            f"{encoder}; an MLP denoiser over chunks of {model['chunk']} actions ({model['diffusion_steps']}-level "
+            f"cosine DDPM schedule; {model['sampling_steps']} DDIM steps per chunk, the first {model['execute']} "
+            "actions executed)"
+        )
     return f"MLP {model['hidden']} on object state + proprioception (privileged state: sees no image)"
+
+
+SENSITIVITY = {
+    "lowdim": "It sees no image, so visual perturbations should leave it alone; physical ones need not.",
+    "crop": "It was cloned from a scripted expert without visual augmentation beyond random crops, so colour, "
+    "lighting and camera changes are expected to hurt it.",
+    "colour": "Colour jitter (brightness, contrast, saturation, a hue shift of up to 0.08 turns) should let it "
+    "survive lighting and mild colour changes; large colour changes, new viewpoints and physical changes need not.",
+}
+
+
+def wall_time(training: dict) -> str:
+    seconds = training.get("wall_seconds")
+    if seconds is None:
+        return ""
+    threads = training.get("threads")
+    return f"; wall time {seconds / 60:.0f} min{f' on {threads} CPU threads' if threads else ''}, evaluations included"
 
 
 def train_arguments(train_config: dict) -> str:
@@ -64,20 +90,17 @@ def model_card(name: str, config: dict, success: float, episodes: int, demos: st
     training = config["training"]
     model = config["model"]
     train_args = train_arguments(training["config"])
-    sensitivity = (
-        "It sees no image, so visual perturbations should leave it alone; physical ones need not."
-        if model["arch"] == "bc_lowdim"
-        else "It was cloned from a scripted expert without visual augmentation beyond random crops, so colour, "
-        "lighting and camera changes are expected to hurt it."
-    )
+    augment = list(training["config"].get("augment", ["crop"]))
+    sensitivity = SENSITIVITY["lowdim" if model["arch"] == "bc_lowdim" else "colour" if "colour" in augment else "crop"]
     size = model["image_size"]
+    best = f"{training['eval_seeds']}: {training['eval_success']} at epoch {training['epoch']}"
     return f"""# {name}
 
 - **Task**: `{config["task"]}` (robosuite, Panda, OSC_POSE deltas + gripper, 20 Hz), camera agentview {size}×{size}.
-- **Architecture**: `{model["arch"]}`: {describe_architecture(model)}.
+- **Architecture**: `{model["arch"]}`: {describe_architecture(model, augment)}.
 - **Data**: {demos}
 - **Training**: `python -m policies.train {train_args}` ({training["train_samples"]} samples; best of the periodic
-  rollout evaluations on seeds {training["eval_seeds"]}: {training["eval_success"]} at epoch {training["epoch"]}).
+  rollout evaluations on seeds {best}{wall_time(training)}).
 - **Measured nominal success**: **{success:.2f}** over {episodes} episodes, seeds 0..{episodes - 1}
   (`python -m policies.evaluate policy={name} episodes={episodes}`).
 - **Format**: `{WEIGHTS}` (safetensors) + `{CONFIG}`; loading executes no code.

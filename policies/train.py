@@ -22,8 +22,10 @@ from envs.cli import parse_config
 from envs.hdf5 import demo_names
 from envs.rollout import get_runner
 from envs.tasks import get_task
+from policies.augment import AUGMENTATIONS
 from policies.base import image_key
-from policies.checkpoint import Checkpoint, Normalization, save_checkpoint
+from policies.checkpoint import CONFIG, Checkpoint, Normalization, save_checkpoint
+from policies.diffusion import noise_prediction_loss, training_schedule
 from policies.learned import PROPRIO_KEYS, STATE_KEY, BCPolicy
 from policies.models import ARCHS, ModelConfig, build_model
 
@@ -34,7 +36,7 @@ EVAL_SEED = 10_000
 class TrainConfig:
     task: str = "lift"
     arch: str = "bc_image"
-    """bc_image | bc_rnn | bc_lowdim"""
+    """bc_image | bc_rnn | bc_lowdim | diffusion"""
     data: str = ""
     """Demonstrations (default data/<task>_scripted.hdf5)."""
     out: str = ""
@@ -55,6 +57,8 @@ class TrainConfig:
     """Conv widths of the image encoder (narrower trains faster on a CPU)."""
     keypoints: int = 32
     """Spatial-softmax keypoints of the image encoder."""
+    augment: tuple[str, ...] = ("crop",)
+    """Training-time image augmentations, in order (policies/augment.py): crop, colour."""
 
 
 @dataclass
@@ -112,12 +116,6 @@ def check_dataset(path: str) -> None:
             raise ValueError(f"{path} has no mask/train split")
 
 
-def random_crop(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    n, h, w = images.shape[:3]
-    tops, lefts = rng.integers(0, h - size + 1, n), rng.integers(0, w - size + 1, n)
-    return np.stack([img[t : t + size, l : l + size] for img, t, l in zip(images, tops, lefts)])
-
-
 def center(images: np.ndarray, size: int) -> np.ndarray:
     top = (images.shape[-3] - size) // 2
     return images[..., top : top + size, top : top + size, :]
@@ -126,6 +124,8 @@ def center(images: np.ndarray, size: int) -> np.ndarray:
 class Trainer:
     def __init__(self, config: TrainConfig):
         check_choice(config.arch, ARCHS, "arch")
+        for name in config.augment:
+            check_choice(name, AUGMENTATIONS, "augment")
         self.config = config
         self.task = get_task(config.task)
         self.data_path = config.data or f"data/{self.task.name}_scripted.hdf5"
@@ -149,9 +149,11 @@ class Trainer:
             channels=tuple(config.channels),
             keypoints=config.keypoints,
         )
+        self.augmentations = [AUGMENTATIONS[name](self.model_config.crop_size) for name in config.augment]
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.model = build_model(self.model_config)
+        self.schedule = training_schedule(self.model_config) if config.arch == "diffusion" else None
 
     def _batch(self, arrays: Arrays, index: np.ndarray, train: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         arch, size = self.config.arch, self.model_config.crop_size
@@ -160,16 +162,28 @@ class Trainer:
             offsets = np.arange(-self.config.window + 1, 1)
             index = np.maximum(index[:, None] + offsets[None], arrays.starts[index][:, None])
         proprio = torch.from_numpy(self.norm.proprio(arrays.proprio[index]).astype(np.float32))
-        actions = torch.from_numpy(arrays.actions[index])
+        if arch == "diffusion":
+            # The chunk of actions from the sampled step on; past the episode's end the last action repeats.
+            future = index[:, None] + np.arange(self.model_config.chunk)[None]
+            actions = torch.from_numpy(arrays.actions[np.minimum(future, arrays.ends[index][:, None] - 1)])
+        else:
+            actions = torch.from_numpy(arrays.actions[index])
         if arch == "bc_lowdim":
             state = torch.from_numpy(self.norm.state(arrays.state[index]).astype(np.float32))
             return (proprio, state), actions
         images = arrays.images[index.reshape(-1)]
-        images = random_crop(images, size, self.rng) if train else center(images, size)
+        if train:
+            for augmentation in self.augmentations:
+                images = augmentation(images, self.rng)
+        if images.shape[1] != size:  # evaluation, or training without the random crop
+            images = center(images, size)
         images = torch.from_numpy(np.ascontiguousarray(images)).reshape(*index.shape, size, size, 3)
         return (images, proprio), actions
 
     def _loss(self, inputs: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
+        if self.config.arch == "diffusion":
+            images, proprio = inputs
+            return noise_prediction_loss(self.model, self.schedule, images=images, proprio=proprio, actions=actions)
         out = self.model(*inputs)
         pred = out[0] if isinstance(out, tuple) else out
         return F.mse_loss(pred, actions)
@@ -247,11 +261,20 @@ class Trainer:
                     )
         writer.close()
         (self.out / "history.json").write_text(json.dumps(history, indent=1))
-        print(
-            f"trained in {time.perf_counter() - started:.0f} s; "
-            f"best checkpoint (eval success, -valid loss) = {best} in {self.out}"
-        )
+        wall_seconds = time.perf_counter() - started
+        record_wall_time(self.out, wall_seconds)
+        print(f"trained in {wall_seconds:.0f} s; best checkpoint (eval success, -valid loss) = {best} in {self.out}")
         return self.out
+
+
+def record_wall_time(directory: Path, seconds: float) -> None:
+    """Adds the whole run's wall time (training and its rollout evaluations) to the kept checkpoint's config, for
+    its model card."""
+    path = directory / CONFIG
+    config = json.loads(path.read_text())
+    config["training"]["wall_seconds"] = round(seconds)
+    config["training"]["threads"] = torch.get_num_threads()
+    path.write_text(json.dumps(config, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
