@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from diagnosis.evaluation import compare, default_ground_truth_path, load_ground_truth
+from diagnosis.evaluation import TOP_KS, compare, default_ground_truth_path, load_ground_truth
 from diagnosis.ranking import Ranking
 from envs.cli import parse_config
 from envs.json_files import read_json
@@ -25,8 +25,8 @@ class RunEvaluateConfig:
     """A search run directory (holds summary.json)."""
     ground_truth: str = ""
     """Ground-truth file (default: the one of the run's policy)."""
-    k: int = 5
-    """Top-k recall's k."""
+    ks: tuple[int, ...] = TOP_KS
+    """The k of top-k precision and recall."""
 
 
 SUMMARY_KEYS = {"task": str, "policy": str, "method": str, "budget": dict, "ranking": list, "metrics": dict}
@@ -69,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         summary = read_summary(Path(config.run) / "summary.json")
         truth = load_ground_truth(
-            config.ground_truth or default_ground_truth_path(summary["policy"]), summary["task"], summary["policy"]
+            config.ground_truth or default_ground_truth_path(summary["policy"], summary["task"]),
+            summary["task"],
+            summary["policy"],
         )
-        metrics = compare(Ranking.from_rows(summary["ranking"]), truth, k=config.k)
+        metrics = compare(Ranking.from_rows(summary["ranking"]), truth, ks=config.ks)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     console = Console(width=120)

@@ -44,9 +44,15 @@ class GroundTruth:
         return 1.0 - self.entries[name].success_rate
 
 
-def default_ground_truth_path(policy: str) -> Path:
-    """Where experiments.ground_truth writes the file for a policy."""
-    return RESULTS / f"ground_truth_{Path(policy).name}.json"
+def ground_truth_stem(policy: str, task: str) -> str:
+    """The name experiments.ground_truth gives a policy's files: the checkpoint's folder name, or `<task>_scripted`
+    for the scripted expert (one name serves every task)."""
+    return f"ground_truth_{task}_scripted" if policy == "scripted" else f"ground_truth_{Path(policy).name}"
+
+
+def default_ground_truth_path(policy: str, task: str) -> Path:
+    """Where experiments.ground_truth writes the singles file for a policy."""
+    return RESULTS / f"{ground_truth_stem(policy, task)}.json"
 
 
 def load_ground_truth(path: str | Path, task: str | None = None, policy: str | None = None) -> GroundTruth:
@@ -75,8 +81,12 @@ def significant_pairs(truth: GroundTruth, names: list[str]) -> list[tuple[str, s
     return [(a, b) for a in names for b in names if truth.entries[a].high < truth.entries[b].low]
 
 
-def compare(ranking: Ranking, truth: GroundTruth, k: int = 5) -> dict[str, float]:
-    """Significant-pair accuracy (ties count half), Kendall τ-b and Spearman ρ over all perturbations, top-k recall."""
+TOP_KS = (5, 10)
+
+
+def compare(ranking: Ranking, truth: GroundTruth, ks: Sequence[int] = TOP_KS) -> dict[str, float]:
+    """Significant-pair accuracy (ties count half), Kendall τ-b and Spearman ρ over all perturbations, precision and
+    recall of the true top k for each k in `ks`."""
     names = [n for n in ranking.names if n in truth.entries]
     if len(names) < 2:
         raise ValueError(f"ground truth {truth.path} covers {len(names)} of the ranked perturbations; need 2 or more")
@@ -101,7 +111,7 @@ def compare(ranking: Ranking, truth: GroundTruth, k: int = 5) -> dict[str, float
         "all_pairs": len(names) * (len(names) - 1) // 2,
         "kendall_tau": float(tau) if np.isfinite(tau) else float("nan"),
         "spearman_rho": float(rho) if np.isfinite(rho) else float("nan"),
-        f"top{k}_recall": top_k_recall(ranking, truth, k),
+        **{f"top{k}_{metric}": value for k in ks for metric, value in top_k_hits(ranking, truth, k).items()},
         "compared": len(names),
     }
 
@@ -165,10 +175,14 @@ def rollouts_to_target(curve: Sequence[dict], metric: str, target: float) -> int
     return reached
 
 
-def top_k_recall(ranking: Ranking, truth: GroundTruth, k: int) -> float:
-    """Share of the predicted top k among the truly worst: every perturbation at least as failure-prone as the
-    k-th worst counts as truly worst (ties at the boundary would otherwise make the true set arbitrary)."""
+def top_k_hits(ranking: Ranking, truth: GroundTruth, k: int) -> dict[str, float]:
+    """How the predicted top k meets the truly worst k, where every perturbation at least as failure-prone as the
+    k-th worst counts as truly worst (ties at the boundary would otherwise make the true set arbitrary):
+    precision, the share of the predicted k that are truly worst, and recall, the share of the truly worst that
+    are among the predicted k (below 1 whenever ties make the true set larger than k)."""
     names = [n for n in ranking.names if n in truth.entries]
     k = min(k, len(names))
     predicted = [n for n in ranking.top(len(ranking.names)) if n in truth.entries][:k]
-    return len(truly_worst(truth, names, k).intersection(predicted)) / k
+    worst = truly_worst(truth, names, k)
+    hits = len(worst.intersection(predicted))
+    return {"precision": hits / k, "recall": hits / len(worst)}

@@ -74,7 +74,7 @@ def resolve_ground_truth(cfg: DictConfig, task: TaskSpec, policy: str) -> Ground
     if choice == "none":
         return None
     if choice == "auto":
-        path = default_ground_truth_path(policy)
+        path = default_ground_truth_path(policy, task.name)
         return load_ground_truth(path, task.name, policy) if path.is_file() else None
     return load_ground_truth(choice, task.name, policy)
 

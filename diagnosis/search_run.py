@@ -308,7 +308,7 @@ class SearchRun:
     def _metrics(self, ranking: Ranking) -> dict[str, float]:
         metrics = ranking.metrics()
         if self.ground_truth is not None:
-            metrics.update(compare(ranking, self.ground_truth, k=TOP_K))
+            metrics.update(compare(ranking, self.ground_truth))
         return metrics
 
     # ----------------------------------------------------------------------------------------- outputs
@@ -362,7 +362,7 @@ class SearchRun:
         if self.ground_truth is not None:
             summary["ground_truth"] = {
                 "path": str(self.ground_truth.path),
-                **compare(ranking, self.ground_truth, k=TOP_K),
+                **compare(ranking, self.ground_truth),
                 f"budget_on_true_top{TOP_K}": budget_on_worst(self.spent, self.ground_truth, self.names, TOP_K),
                 **rate_error(rows, self.ground_truth),
             }

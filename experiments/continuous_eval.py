@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     try:
         runs = finished_runs(config.data, config.methods.split(","))
-        truth = load_ground_truth(default_ground_truth_path(config.policy), config.task, config.policy)
+        truth = load_ground_truth(default_ground_truth_path(config.policy, config.task), config.task, config.policy)
         seeds = [int(s) for s in config.seeds.split(",") if s.strip()]
         if not seeds:
             raise ValueError("seeds= must name at least one seed")
@@ -460,7 +460,7 @@ def write_markdown(
     defaults = dataclasses.asdict(ContinuousEvalConfig())
     given = {k: v for k, v in dataclasses.asdict(config).items() if v != defaults[k]}
     command = " ".join(["python -m experiments.continuous_eval", *(f"{k}={v}" for k, v in given.items())])
-    truth = load_ground_truth(default_ground_truth_path(config.policy), config.task, config.policy)
+    truth = load_ground_truth(default_ground_truth_path(config.policy, config.task), config.task, config.policy)
     main = [r for r in results if r["main"]]
     held_out = ", ".join(f"{n} ({truth.entries[n].success_rate:.2f})" for n in config.exclude.split(",") if n)
     validation = f" **Validation run**: the unseen measures are computed on {', '.join(unseen)} only."

@@ -32,7 +32,9 @@ METRICS = {
     "pairwise_accuracy": "significant-pair accuracy",
     "kendall_tau": "Kendall τ-b (all pairs)",
     "spearman_rho": "Spearman ρ (all pairs)",
-    "top5_recall": "top-5 recall",
+    "top5_precision": "top-5 precision",
+    "top10_precision": "top-10 precision",
+    "top10_recall": "top-10 recall",
     "budget_on_true_top5": "rollouts on true top 5",
     "entropy": "entropy (RoboMD)",
     "fsi": "FSI (RoboMD)",
@@ -81,7 +83,7 @@ def scored(summary: dict[str, Any], run_dir: Path, truth) -> dict[str, float]:
     spent = [row["perturbations"] for row in read_rollouts(run_dir / "failures.hdf5")]
     return {
         **ranking.metrics(),
-        **compare(ranking, truth, k=5),
+        **compare(ranking, truth),
         "budget_on_true_top5": budget_on_worst(spent, truth, list(ranking.names), 5),
         "true_top5_size": len(truly_worst(truth, list(ranking.names), 5)),
     }
@@ -90,7 +92,7 @@ def scored(summary: dict[str, Any], run_dir: Path, truth) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(DefaultSearchConfig, argv)
     methods = [m.strip() for m in config.methods.split(",") if m.strip()]
-    truth = load_ground_truth(default_ground_truth_path(config.policy), config.task, config.policy)
+    truth = load_ground_truth(default_ground_truth_path(config.policy, config.task), config.task, config.policy)
     started = time.perf_counter()
     per_method: dict[str, list[dict[str, float]]] = {}
     wall: dict[str, list[float]] = {}

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diagnosis.estimation import wilson_interval
+from diagnosis.evaluation import ground_truth_stem
 from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.markdown import markdown_table
@@ -135,7 +136,7 @@ def entry(name: str, description: str, family: str, successes: list[bool]) -> di
 
 def plan(config: GroundTruthConfig, spec: TaskSpec, catalogue: dict[str, Perturbation]) -> tuple[list[Case], Path]:
     """The cases to evaluate and the file stem they go to."""
-    stem = Path(config.out) / f"ground_truth_{Path(config.policy).name}"
+    stem = Path(config.out) / ground_truth_stem(config.policy, spec.name)
     if config.kind == "pairs":
         return pair_cases(catalogue, config.pairs, config.pair_seed), stem.with_name(f"{stem.name}_pairs")
     if config.kind == "sweeps":

@@ -29,7 +29,9 @@ METRICS = (
     "pairwise_accuracy",
     "kendall_tau",
     "spearman_rho",
-    "top5_recall",
+    "top5_precision",
+    "top10_precision",
+    "top10_recall",
     "budget_on_true_top5",
     "entropy",
     "fsi",
@@ -38,7 +40,9 @@ METRIC_LABELS = (
     "significant-pair accuracy",
     "Kendall τ-b (all pairs)",
     "Spearman ρ",
-    "top-5 recall",
+    "top-5 precision",
+    "top-10 precision",
+    "top-10 recall",
     "budget on true top-5",
     "entropy (RoboMD)",
     "FSI (RoboMD)",
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     budgets = sorted(int(b) for b in config.budgets.split(","))
     started = time.perf_counter()
     names = list(task_perturbations(config.task))
-    truth = load_ground_truth(default_ground_truth_path(config.policy), config.task, config.policy)
+    truth = load_ground_truth(default_ground_truth_path(config.policy, config.task), config.task, config.policy)
     results: dict[str, dict] = {}
     reference_budget = None
     for method in methods:

@@ -33,7 +33,7 @@ def test_pairs_are_a_seeded_sample_of_compatible_pairs_evaluated_like_singles(tm
     with pytest.raises(SystemExit, match=r"pairs must be in \[1, \d+\]"):
         main(["task=lift", "policy=scripted", "kind=pairs", "pairs=100000", f"out={tmp_path}"])
     main(["task=lift", "policy=scripted", "episodes=1", "workers=1", "kind=pairs", "pairs=2", f"out={tmp_path}"])
-    rows = json.loads((tmp_path / "ground_truth_scripted_pairs.json").read_text())["perturbations"]
+    rows = json.loads((tmp_path / "ground_truth_lift_scripted_pairs.json").read_text())["perturbations"]
     assert [r["perturbation"] for r in rows] == [c.name for c in pair_cases(catalogue, 2, seed=0)]
     assert all(len(r["parts"]) == 2 and r["episodes"] == 1 for r in rows)
 

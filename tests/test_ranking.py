@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diagnosis.bandits import RandomAllocation, ThompsonSampling, UniformAllocation
-from diagnosis.evaluation import compare, load_ground_truth, significant_pairs, top_k_recall
+from diagnosis.evaluation import compare, load_ground_truth, significant_pairs, top_k_hits
 from diagnosis.ranking import Ranking
 
 
@@ -50,10 +50,15 @@ def test_pairwise_accuracy_counts_only_significant_pairs(tmp_path):
     assert compare(right, truth)["kendall_tau"] > 0.9
 
 
-def test_top_k_recall_counts_ties_at_the_boundary_as_truly_worst(tmp_path):
+def test_top_k_hits_count_ties_at_the_boundary_as_truly_worst(tmp_path):
+    # a, b and c always fail: all three are the "true top 2".
     truth = load_ground_truth(write_truth(tmp_path / "gt.json", {"a": 0.0, "b": 0.0, "c": 0.0, "d": 1.0}))
-    assert top_k_recall(Ranking(("a", "b", "c", "d"), np.array([0.1, 0.2, 0.3, 0.4])), truth, 2) == 0.5
-    assert top_k_recall(Ranking(("a", "b", "c", "d"), np.array([0.1, 0.4, 0.3, 0.2])), truth, 2) == 1.0
+    one_hit = top_k_hits(Ranking(("a", "b", "c", "d"), np.array([0.1, 0.2, 0.3, 0.4])), truth, 2)
+    assert one_hit == {"precision": 0.5, "recall": pytest.approx(1 / 3)}
+    two_hits = top_k_hits(Ranking(("a", "b", "c", "d"), np.array([0.1, 0.4, 0.3, 0.2])), truth, 2)
+    assert two_hits == {"precision": 1.0, "recall": pytest.approx(2 / 3)}
+    metrics = compare(Ranking(("a", "b", "c", "d"), np.array([0.1, 0.4, 0.3, 0.2])), truth, ks=(2, 10))
+    assert metrics["top2_precision"] == 1.0 and metrics["top10_recall"] == 1.0  # k beyond the list: all of it
 
 
 def test_ground_truth_for_another_policy_is_an_error(tmp_path):
@@ -111,7 +116,7 @@ def test_all_pair_correlations_and_where_the_budget_went(tmp_path):
     rates = {"a": 0.0, "b": 0.0, "c": 0.5, "d": 0.9, "e": 1.0}  # success rates: a, b fail most
     truth = load_ground_truth(write_truth(tmp_path / "t.json", rates), "lift", "p")
     ranking = Ranking(tuple(rates), np.array([0.9, 0.5, 0.6, 0.2, 0.1]))
-    result = compare(ranking, truth, k=1)
+    result = compare(ranking, truth, ks=(1,))
     failure = [1 - rates[n] for n in rates]
     assert result["spearman_rho"] == pytest.approx(spearmanr(ranking.scores, failure).statistic)
     assert result["all_pairs"] == 10 and result["significant_pairs"] < 10
@@ -126,7 +131,7 @@ def test_untied_pairs_rate_error_coverage_bootstrap_and_rollouts_to_target(tmp_p
 
     rates = {"a": 0.0, "b": 0.0, "c": 0.5, "d": 0.9}  # success rates; a and b tie
     truth = load_ground_truth(write_truth(tmp_path / "t.json", rates), "lift", "p")
-    result = compare(Ranking(tuple(rates), np.array([0.9, 0.5, 0.6, 0.2])), truth, k=1)
+    result = compare(Ranking(tuple(rates), np.array([0.9, 0.5, 0.6, 0.2])), truth, ks=(1,))
     # Untied pairs (a worse than b by ground truth): a>c, a>d, b>c, b>d, c>d; the scores get all but b>c right.
     assert result["untied_pairs"] == 5 and result["untied_pair_accuracy"] == pytest.approx(4 / 5)
     rows = [

@@ -98,7 +98,7 @@ def test_ground_truth_evaluates_a_user_perturbation_into_its_own_file(user_file,
         f"perturbation_file={user_file}", "perturbations=cube_color_teal",
     ]  # fmt: skip
     ground_truth(argv)
-    (written,) = tmp_path.glob("ground_truth_scripted_subset_*.json")  # never the full ground truth's file
+    (written,) = tmp_path.glob("ground_truth_lift_scripted_subset_*.json")  # never the full ground truth's file
     rows = json.loads(written.read_text())["perturbations"]
     assert [(r["perturbation"], r["description"], r["episodes"]) for r in rows] == [
         ("cube_color_teal", "the cube is teal", 1)
