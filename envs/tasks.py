@@ -80,6 +80,7 @@ TASKS: dict[str, TaskSpec] = {
             objects=("SquareNut_main",),
             object_names=("square nut",),
             surface_bodies=("table",),
+            table_top=0.82,
         ),
         TaskSpec(
             name="stack",

@@ -42,6 +42,21 @@ class ExpertPlan:
     grasp_tolerance: float = 0.008
     """Close once the hand is this near the grasp point (m). Where the hand stalls short of it, the 40-step
     fallback makes the close time unobservable, and cloned policies then hover and never close."""
+    grasp_offset: float = 0.0
+    """Grasp point along the object's own x axis from its origin (m): the square nut is held by its handle."""
+    place_symmetry: float | None = None
+    """Set for an object that must go onto something (the nut onto its peg): the hand then steers the held
+    object's origin, not itself, over the place point, and turns it to world yaw 0 modulo this angle."""
+    place_tolerance: float = 0.01
+    """Lowering starts once the hand (or the steered object) is this near above the place point (m)."""
+    carry_speed: float = 1.0
+    """Largest action per axis while carrying (1: full speed); a held handle swings loose when carried fast."""
+    lower_speed: float = 1.0
+    """Largest downward action while lowering (1: full speed); slower lets the hand correct sideways on the way."""
+    lower_steps: int = 30
+    """Release after this many steps of lowering even if the hand has not arrived."""
+    max_yaw_jitter: float = np.pi
+    """Cap on the expert's grasp-yaw jitter (radians): a handle held at an angle slips out while the nut turns."""
 
 
 PLANS: dict[str, ExpertPlan] = {
@@ -56,6 +71,22 @@ PLANS: dict[str, ExpertPlan] = {
         grasp_tolerance=0.015,
     ),
     "stack": ExpertPlan(object_key="cubeA", grasp_height=-0.002, lift=0.1, place_key="cubeB", place_height=0.055),
+    # The square peg stands at a fixed point, 20 cm tall: the nut is lifted clear of it, turned square to it and
+    # lowered around it.
+    "square": ExpertPlan(
+        object_key="SquareNut",
+        grasp_offset=0.054,
+        lift=0.17,
+        place_xy=(0.23, 0.10),
+        place_height=0.015,
+        yaw_symmetry=np.pi,
+        place_symmetry=np.pi / 2,
+        place_tolerance=0.004,  # the nut's hole clears the peg by under 7 mm a side
+        carry_speed=0.5,
+        lower_speed=0.25,
+        lower_steps=60,
+        max_yaw_jitter=0.0,
+    ),
 }
 
 
@@ -76,6 +107,7 @@ class _State(NamedTuple):
     eef: np.ndarray
     eef_yaw: float
     obj: np.ndarray
+    obj_yaw: float
     yaw_target: float
     grasp_point: np.ndarray
 
@@ -89,11 +121,11 @@ class ScriptedExpert:
         """`yaw_jitter` (radians): each episode grasps at a random yaw offset up to this size, so that cloned
         policies see (and learn to lift from) imperfect grasps; 0 is the clean expert. Round objects ignore it."""
         self.task = get_task(task)
-        self.yaw_jitter = yaw_jitter
         self.rng = np.random.default_rng([seed, 4242])
         if self.task.name not in PLANS:
             raise ValueError(f"no scripted expert for task {self.task.name!r}; available: {', '.join(PLANS)}")
         self.plan = PLANS[self.task.name]
+        self.yaw_jitter = min(yaw_jitter, self.plan.max_yaw_jitter)
         self.gain = gain
         keys = [
             "robot0_eef_pos",
@@ -144,7 +176,9 @@ class ScriptedExpert:
             eef_yaw=eef_yaw,
             obj=obj,
             yaw_target=yaw_target,
-            grasp_point=obj + [0.0, 0.0, plan.grasp_height],
+            obj_yaw=obj_yaw,
+            grasp_point=obj
+            + [plan.grasp_offset * np.cos(obj_yaw), plan.grasp_offset * np.sin(obj_yaw), plan.grasp_height],
         )
         if self.phase in ("approach", "descend", "close", "lift"):
             return getattr(self, f"_{self.phase}")(state)
@@ -186,22 +220,33 @@ class ScriptedExpert:
         eef, eef_yaw = s.eef, s.eef_yaw
         place = self._place_point(s.obs)
         carry_z = self.grasp_pos[2] + self.plan.lift
+        yaw = self.grasp_yaw
+        if self.plan.place_symmetry is not None:
+            # Steer the held object: the hand moves by the object's remaining offset and turn.
+            place = place.copy()
+            place[:2] = eef[:2] + place[:2] - s.obj[:2]
+            yaw = eef_yaw - wrap(s.obj_yaw, self.plan.place_symmetry)
         if self.phase == "carry":
             target = np.array([place[0], place[1], max(carry_z, place[2] + 0.05)])
-            if np.linalg.norm((target - eef)[:2]) < 0.01:
+            aligned = abs(yaw - eef_yaw) < 0.05 if self.plan.place_symmetry is not None else True
+            if np.linalg.norm((target - eef)[:2]) < self.plan.place_tolerance and aligned:
                 self._goto("lower")
-            return self._action(eef, eef_yaw, target, self.grasp_yaw, 1.0)
+            action = self._action(eef, eef_yaw, target, yaw, 1.0)
+            action[:3] = np.clip(action[:3], -self.plan.carry_speed, self.plan.carry_speed)
+            return action
         if self.phase == "lower":
             target = np.array([place[0], place[1], place[2]])
-            if abs(target[2] - eef[2]) < 0.01 or self.phase_steps > 30:
+            if abs(target[2] - eef[2]) < 0.01 or self.phase_steps > self.plan.lower_steps:
                 self._goto("release")
-            return self._action(eef, eef_yaw, target, self.grasp_yaw, 1.0)
+            action = self._action(eef, eef_yaw, target, yaw, 1.0)
+            action[2] = max(action[2], -self.plan.lower_speed)
+            return action
         if self.phase == "release":
             if self.phase_steps > 6:
                 self._goto("retreat")
-            return self._action(eef, eef_yaw, eef, self.grasp_yaw, -1.0)
+            return self._action(eef, eef_yaw, eef, yaw, -1.0)
         # retreat: move up and away so the task sees the object left in place
-        return self._action(eef, eef_yaw, eef + [0.0, 0.0, 0.05], self.grasp_yaw, -1.0)
+        return self._action(eef, eef_yaw, eef + [0.0, 0.0, 0.05], yaw, -1.0)
 
     def _place_point(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         plan = self.plan

@@ -45,6 +45,18 @@ def test_scripted_expert_lifts_and_episode_is_complete():
     assert episode.observations["cube_pos"].shape == (episode.length, 3)
 
 
+def test_square_expert_turns_the_nut_square_and_lowers_it_around_the_peg():
+    from policies.scripted import wrap, yaw_of_quat_xyzw
+
+    expert = ScriptedExpert("square", yaw_jitter=0.785)
+    assert expert.yaw_jitter == 0.0  # capped: a handle held at an angle slips out while the nut turns
+    episode = rollout("square", expert, seed=1)
+    assert episode.success
+    nut_yaw = yaw_of_quat_xyzw(episode.observations["SquareNut_quat"][-1])
+    assert abs(wrap(nut_yaw, np.pi / 2)) < 0.1  # square to the peg, or it would not have gone down
+    assert np.linalg.norm(episode.observations["SquareNut_pos"][-1][:2] - [0.23, 0.10]) < 0.01
+
+
 def test_same_seed_same_episode_even_with_noise():
     noisy = get_perturbations("lift", ["action_noise", "camera_noise"])
     first = rollout("lift", ScriptedExpert("lift"), noisy, seed=5, record=True)
