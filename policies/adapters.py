@@ -25,6 +25,7 @@ import torch
 
 from envs.tasks import TaskSpec, get_task
 from policies.base import Policy, image_key
+from policies.threads import step_threads
 
 ACTION_DIM = 7
 """Every task's action: OSC pose delta (6) + gripper."""
@@ -64,11 +65,11 @@ class TorchScriptPolicy:
     def reset(self) -> None:
         pass
 
-    @torch.inference_mode()
     def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         inputs = [torch.from_numpy(np.ascontiguousarray(obs[k]))[None] for k in self.obs_keys]
         inputs = [x if x.dtype == torch.uint8 else x.float() for x in inputs]
-        return self.module(*inputs)[0].numpy().astype(float)
+        with step_threads(), torch.inference_mode():
+            return self.module(*inputs)[0].numpy().astype(float)
 
 
 class CallablePolicy:

@@ -11,6 +11,7 @@ import torch
 from envs.tasks import get_task
 from policies.base import image_key
 from policies.checkpoint import Checkpoint, load_checkpoint
+from policies.threads import STEP_THREADS, step_threads
 
 PROPRIO_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 STATE_KEY = "object-state"
@@ -52,6 +53,8 @@ class BCPolicy:
         else:
             keys.append(self.image_key)
         self.obs_keys = tuple(keys)
+        self.threads: int | None = STEP_THREADS
+        """Torch threads of one step (policies/threads.py); None leaves torch's default."""
         self.hidden: torch.Tensor | None = None
         self.queue: list[np.ndarray] = []
         if self.config.arch == "diffusion":
@@ -70,8 +73,11 @@ class BCPolicy:
         if self.config.arch == "diffusion":
             self.generator.manual_seed(DIFFUSION_SEED)
 
-    @torch.inference_mode()
     def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        with step_threads(self.threads), torch.inference_mode():
+            return self._act(obs)
+
+    def _act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         proprio = torch.from_numpy(self.norm.proprio(proprio_vector(obs)).astype(np.float32))[None]
         arch = self.config.arch
         if arch == "bc_lowdim":

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from envs.tasks import TASKS, TaskSpec
+from policies.threads import step_threads
 
 ROBOMIMIC_KEY_ALIASES = {"object": "object-state"}
 
@@ -66,4 +67,5 @@ class RobomimicPolicy:
             if self._obs_utils.key_is_obs_modality(key=key, obs_modality="rgb"):
                 value = self._obs_utils.process_obs(obs=value, obs_key=key)
             converted[key] = value
-        return np.asarray(self.policy(ob=converted), dtype=float)
+        with step_threads():
+            return np.asarray(self.policy(ob=converted), dtype=float)

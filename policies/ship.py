@@ -82,8 +82,10 @@ def train_arguments(train_config: dict) -> str:
         if k not in (*CARD_TRAIN_KEYS, *UNLEARNED_TRAIN_KEYS) and k in defaults and v != defaults[k]
     ]
     values = {k: train_config[k] for k in (*CARD_TRAIN_KEYS, *changed)}
-    as_text = {k: json.dumps(v, separators=(",", ":")) if isinstance(v, list) else v for k, v in values.items()}
-    return " ".join(f"{k}={v}" for k, v in as_text.items())
+    # Lists as the CLI takes them, quoted so that the shell does not read the brackets as a glob.
+    return " ".join(
+        f"'{k}=[{','.join(str(x) for x in v)}]'" if isinstance(v, list) else f"{k}={v}" for k, v in values.items()
+    )
 
 
 def model_card(name: str, config: dict, success: float, episodes: int, demos: str) -> str:

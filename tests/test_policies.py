@@ -276,3 +276,47 @@ def test_nominal_collection_redraws_its_bar_once_per_kept_episode(capsys):
     collect_successes(lambda s: None if s % 2 else np.zeros(1), episodes=6, seed=0, max_attempts=12)
     # tqdm redraws with a carriage return: the first draw, one per kept episode, and the final one at close.
     assert capsys.readouterr().err.count("\r") <= 6 + 2
+
+
+def test_model_card_command_reproduces_the_training_config():
+    import shlex
+    from dataclasses import asdict
+
+    from envs.cli import parse_config
+    from policies.ship import UNLEARNED_TRAIN_KEYS, train_arguments
+
+    stored = TrainConfig(task="can", epochs=7, channels=(16, 32, 64), augment=("crop", "colour"))
+    config = json.loads(json.dumps(asdict(stored)))  # as the checkpoint's config.json holds it
+    command = train_arguments(config)
+    assert "'augment=[crop,colour]'" in command  # quoted: brackets are a glob to the shell
+    parsed = json.loads(json.dumps(asdict(parse_config(TrainConfig, shlex.split(command)))))
+    assert {k: v for k, v in parsed.items() if k not in UNLEARNED_TRAIN_KEYS} == {
+        k: v for k, v in config.items() if k not in UNLEARNED_TRAIN_KEYS
+    }
+
+
+def test_a_policy_step_runs_on_one_torch_thread_and_leaves_the_process_count_alone(monkeypatch):
+    from policies.threads import step_threads
+
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)  # as a training process has it (other test modules pin 1)
+    try:
+        policy, _ = load_policy("lift_bc_image")
+        seen = []
+        forward = policy.model.forward
+        monkeypatch.setattr(policy.model, "forward", lambda *a: seen.append(torch.get_num_threads()) or forward(*a))
+        policy.act({k: np.zeros(s, np.uint8 if k.endswith("image") else np.float32) for k, s in OBS_SHAPES.items()})
+        assert seen == [1] and torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), step_threads(1):
+            raise RuntimeError("a failing step")
+        assert torch.get_num_threads() == 2  # restored on errors too
+    finally:
+        torch.set_num_threads(original)
+
+
+OBS_SHAPES = {
+    "agentview_image": (84, 84, 3),
+    "robot0_eef_pos": (3,),
+    "robot0_eef_quat": (4,),
+    "robot0_gripper_qpos": (2,),
+}
