@@ -109,8 +109,10 @@ def test_torchscript_adapter(tmp_path):
     assert policy.act(obs).shape == (7,) and task.name == "lift"
 
 
-@pytest.mark.parametrize("name", ["lift_bc_image", "lift_bc_lowdim"])
-def test_shipped_checkpoints_load_and_act(name):
+@pytest.mark.parametrize(
+    ("name", "least_success"), [("lift_bc_image", 0.85), ("lift_bc_lowdim", 0.85), ("lift_bc_colour", 0.8)]
+)
+def test_shipped_checkpoints_load_and_act(name, least_success):
     from envs.rollout import rollout
     from policies.registry import CHECKPOINTS, policy_names
 
@@ -122,7 +124,7 @@ def test_shipped_checkpoints_load_and_act(name):
     episode = rollout(task, policy, seed=0)
     assert episode.length > 0 and np.all(np.abs(episode.actions) <= 1.0)
     measured = json.loads((CHECKPOINTS / name / "config.json").read_text())["measured"]
-    assert measured["episodes"] == 50 and measured["nominal_success"] >= 0.85
+    assert measured["episodes"] == 50 and measured["nominal_success"] >= least_success
 
 
 def test_shipped_can_policy_reads_the_camera_and_acts():
