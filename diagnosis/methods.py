@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,17 @@ class SearchMethod:
     def scores(self, nominal_observations: Any) -> np.ndarray:
         """Failure score per perturbation (higher = fails more)."""
         raise NotImplementedError
+
+    stops_itself = False
+    """Whether the method can tell when its answer is settled (what `search.stop=auto` needs)."""
+
+    def settled(self) -> bool:
+        """Whether the search may stop before its budget is spent (methods with `stops_itself` only)."""
+        return False
+
+    def answer(self) -> str:
+        """What `settled` means, in words."""
+        return ""
 
     def save(self, directory: Path) -> None:
         """Writes the state `load` needs into `directory` (called at safe points only)."""
@@ -153,10 +165,19 @@ class BanditSearch(SearchMethod):
 
     max_depth = 1
 
-    def __init__(self, name: str, arms: int, seed: int):
+    def __init__(self, name: str, arms: int, seed: int, hyperparameters: Mapping[str, Any] | None = None):
         check_choice(name, BANDITS, "bandit")
         self.name = name
-        self.bandit: Bandit = BANDITS[name](arms, seed)
+        allocation = BANDITS[name]
+        settings = dict(hyperparameters or {})
+        known = {f.name for f in fields(allocation) if f.init} - {"arms", "seed"}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(
+                f"search={name}: unknown hyperparameter {unknown[0]!r}; valid: {', '.join(sorted(known)) or 'none'}"
+            )
+        self.bandit: Bandit = allocation(arms, seed, **settings)
+        self.stops_itself = type(self.bandit).settled is not Bandit.settled
 
     resumed = False
 
@@ -178,6 +199,12 @@ class BanditSearch(SearchMethod):
 
     def scores(self, nominal_observations: Any = None) -> np.ndarray:
         return self.bandit.posterior_mean()
+
+    def settled(self) -> bool:
+        return self.bandit.settled()
+
+    def answer(self) -> str:
+        return self.bandit.answer()
 
     def save(self, directory: Path) -> None:
         (directory / f"{self.name}.json").write_text(json.dumps(self.bandit.state()))
@@ -202,5 +229,5 @@ def build_method(
     if name in RL_ALGORITHMS:
         return RLSearch(name=name, envs=envs, hyperparameters=hyperparameters, seed=seed, tensorboard=tensorboard)
     if name in BANDITS:
-        return BanditSearch(name, int(envs.action_space.n), seed)
+        return BanditSearch(name, int(envs.action_space.n), seed, hyperparameters)
     raise unknown_choice("search method", name, METHODS)

@@ -52,6 +52,12 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
     console.print(table)
     if len(summary["ranking"]) > limit:
         console.print(f"... {len(summary['ranking']) - limit} more in summary.json")
+    budget = summary["budget"]
+    if budget.get("settled_at") is not None:
+        console.print(
+            f"{budget['settled']} after {budget['settled_at']} rollouts: "
+            f"{budget['total_rollouts'] - budget['settled_at']} of the {budget['total_rollouts']}-rollout budget saved"
+        )
     metrics = summary["metrics"]
     console.print(
         f"RoboMD's metrics of the ranking (on the search scores): entropy {metrics['entropy']:.3f}  "

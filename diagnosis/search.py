@@ -1,7 +1,7 @@
 """`python -m diagnosis.search task=lift`: rank the perturbations that make a policy fail.
 
 Hydra composes `diagnosis/conf/config.yaml` with one choice per group — task, policy, search (uniform | ppo | a2c |
-random | thompson, or continuous: diagnosis.continuous_search), monitor — and `key=value` overrides
+random | thompson | lucb, or continuous: diagnosis.continuous_search), monitor — and `key=value` overrides
 (`search.total_rollouts=200`). Everything is checked before the first rollout: names against their registries, the
 ground-truth file against the task and policy, the output directory for writing. Then the runtime monitor is fitted
 (or loaded from its cache), the search runs, and the run directory gets summary.json, the ranking table, radar.png,
@@ -23,7 +23,7 @@ import diagnosis.conf  # noqa: F401  (registers the monitor=fidel config node be
 from diagnosis.bandits import BANDITS
 from diagnosis.checkpoint import check_resumable
 from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
-from diagnosis.methods import METHODS, checkpoint_files
+from diagnosis.methods import METHODS, BanditSearch, checkpoint_files
 from diagnosis.search_env import OUTCOME_SOURCES, SearchRewards
 from diagnosis.search_run import SearchRun
 from diagnosis.workers import EnvSpec
@@ -135,6 +135,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     ground_truth = resolve_ground_truth(cfg, task, policy)
     check_writable(run_dir)
     hyperparameters = OmegaConf.to_container(search.hyperparameters, resolve=True)
+    stop = check_stop_rule(search, hyperparameters, len(candidates))
     max_depth = 1 if search.method in BANDITS else int(search.max_depth)
     spec = EnvSpec(
         task=task,
@@ -158,7 +159,26 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
         ranking_states=int(search.ranking_states),
         checkpoint_every=int(search.checkpoint_every),
         ground_truth=ground_truth,
+        stop=stop,
     )
+
+
+STOP_RULES = ("budget", "auto")
+
+
+def check_stop_rule(search: DictConfig, hyperparameters: dict, candidates: int) -> str:
+    """`search.stop`: `budget` spends search.total_rollouts; `auto` ends the search as soon as the method says its
+    answer is settled, which only a method with a stopping rule can. A bandit's settings are checked here too, by
+    building it, so that a wrong one is reported before the monitor is fitted."""
+    stop = check_choice(str(search.get("stop", "budget")), STOP_RULES, "search.stop")
+    stops_itself = (
+        search.method in BANDITS and BanditSearch(str(search.method), candidates, 0, hyperparameters).stops_itself
+    )
+    if stop == "auto" and not stops_itself:
+        raise ValueError(
+            f"search.stop=auto needs a method with a stopping rule (search=lucb); search={search.method} has none"
+        )
+    return stop
 
 
 def load_resumed(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -165,12 +165,16 @@ class SearchRun:
         ranking_states: int,
         checkpoint_every: int,
         ground_truth: GroundTruth | None,
+        stop: str = "budget",
     ):
         self.run_dir, self.config, self.spec = run_dir, config, env_spec
         self.method_name, self.hyperparameters = method, hyperparameters
         self.total, self.n_envs, self.seed = total_rollouts, n_envs, seed
         self.ranking_states, self.checkpoint_every = ranking_states, checkpoint_every
         self.ground_truth = ground_truth
+        self.stop_rule = stop
+        self.settled_at: int | None = None
+        """Rollouts done when the method said its answer was settled (search.stop=auto), else None."""
         self.names = [p if isinstance(p, str) else p.name for p in env_spec.candidates]
         self.console = Console(width=max(Console().width, 120))  # the ranking table needs the room, even in a log
         state_path = run_dir / STATE
@@ -287,6 +291,9 @@ class SearchRun:
             for key, value in metrics.items():
                 self.tensorboard.add_scalar(f"ranking/{key}", value, self.done)
         self.progress.update(self.done, self.failures_found, top)
+        if self.stop_rule == "auto" and self.done < self.total and self.method.settled():
+            self.settled_at = self.done
+            return False
         return self.done < self.total and not self.stop.requested
 
     def _on_safe_point(self) -> None:
@@ -349,7 +356,14 @@ class SearchRun:
             "task": self.spec.task.name,
             "policy": self.spec.policy,
             "method": self.method_name,
-            "budget": {"total_rollouts": self.total, "rollouts_done": self.done, "n_envs": self.n_envs},
+            "budget": {
+                "total_rollouts": self.total,
+                "rollouts_done": self.done,
+                "n_envs": self.n_envs,
+                "stop": self.stop_rule,
+                "settled_at": self.settled_at,
+                "settled": self.method.answer() if self.settled_at is not None else None,
+            },
             "wall_time_s": round(self.state["wall_time_s"], 1),
             "failures_found": self.failures_found,
             "monitor": self.monitor_agreement.to_dict(),

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from diagnosis.bandits import RandomAllocation, ThompsonSampling, UniformAllocation
+from diagnosis.bandits import RandomAllocation, ThompsonSampling, TopKIdentification, UniformAllocation
 from diagnosis.evaluation import compare, load_ground_truth, significant_pairs, top_k_hits
 from diagnosis.ranking import Ranking
 
@@ -89,6 +89,44 @@ def test_thompson_concentrates_on_the_failing_arm():
             bandit.update(arm, bool(rng.random() < truth[arm]))
     assert thompson.pulls[0] > 60 and random.pulls[0] < 40
     assert np.argmax(thompson.posterior_mean()) == 0
+
+
+def pull_until_settled(bandit, truth, rng, budget):
+    spent = 0
+    while spent < budget and not bandit.settled():
+        for arm in bandit.select(2):
+            bandit.update(int(arm), bool(rng.random() < truth[arm]))
+        spent += 2
+    return spent
+
+
+def test_lucb_settles_the_top_k_with_fewer_rollouts_than_uniform_needs():
+    truth = np.array([0.95, 0.9, 0.5, 0.3, 0.1, 0.05, 0.0, 0.0])
+    bandit = TopKIdentification(arms=8, seed=0, top_k=2, tolerance=0.2)
+    assert not bandit.settled()  # nothing pulled: the warm-up comes first
+    spent = pull_until_settled(bandit, truth, np.random.default_rng(0), budget=20 * 8)
+    assert bandit.settled() and spent < 20 * 8
+    assert set(np.argsort(-bandit.posterior_mean())[:2]) == {0, 1}
+    assert bandit.pulls[[0, 1, 2]].sum() > bandit.pulls[[5, 6, 7]].sum()  # rollouts went to the boundary
+
+
+def test_lucb_without_tolerance_does_not_settle_a_tie_across_the_k_th_place():
+    bandit = TopKIdentification(arms=4, seed=0, top_k=1, tolerance=0.0)
+    assert pull_until_settled(bandit, np.array([1.0, 1.0, 0.0, 0.0]), np.random.default_rng(0), budget=200) == 200
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"top_k": 0}, "top_k must be between 1 and 3"),
+        ({"confidence": 1.0}, "confidence must lie strictly between 0 and 1"),
+        ({"tolerance": -0.1}, r"tolerance must lie in \[0, 1\)"),
+        ({"warmup": 0}, "warmup must be >= 1"),
+    ],
+)
+def test_lucb_refuses_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TopKIdentification(arms=4, **{"top_k": 1, **settings})
 
 
 @pytest.mark.parametrize(

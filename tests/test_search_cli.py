@@ -63,10 +63,25 @@ def test_every_method_ranks_and_reports(tmp_path, method):
         assert {r["perturbation"] for r in ranking[:2]} == failed
 
 
+def test_lucb_stops_once_the_top_k_is_settled_and_says_what_it_saved(tmp_path):
+    summary = run_search(config("search=lucb", "search.total_rollouts=60", "search.hyperparameters.top_k=2"), tmp_path)
+    budget = summary["budget"]
+    assert summary["status"] == "complete" and budget["stop"] == "auto"
+    assert budget["settled_at"] == budget["rollouts_done"] < 60
+    assert budget["settled"] == "top 2 settled at confidence 95% (tolerance 0.2)"
+    assert {r["perturbation"] for r in summary["ranking"][:2]} == {"table_color_blue", "light_color_blue"}
+    assert min(r["tried_alone"] for r in summary["ranking"]) >= 2  # the warm-up reached every perturbation
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["search.method=annealing"], "valid: ppo, a2c, uniform, random, thompson, continuous"),
+        (["search.method=annealing"], "valid: ppo, a2c, uniform, random, thompson, lucb, continuous"),
+        (["search=uniform", "search.stop=auto"], "search.stop=auto needs a method with a stopping rule"),
+        (["search=ppo", "search.stop=auto"], "search=ppo has none"),
+        (["search.stop=soon"], "unknown search.stop 'soon'; valid: budget, auto"),
+        (["search=lucb", "+search.hyperparameters.delta=0.1"], "unknown hyperparameter 'delta'; valid: confidence,"),
+        (["search=lucb", "search.hyperparameters.top_k=4"], "top_k must be between 1 and 3"),
         (["task.perturbations=[cube_colour_red]"], "unknown perturbation(s) cube_colour_red"),
         (["search=uniform", "search.total_rollouts=3"], "total_rollouts=3 < 4 perturbations"),
         (["policy.name=nope"], "valid policies: scripted"),
