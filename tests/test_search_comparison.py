@@ -1,0 +1,47 @@
+"""The search comparison end to end on a fake fast policy: rows per budget, a self-stopping method's `at stop` row,
+failure-rate error against the ground truth, and the verdict lines naming each target as met or missed."""
+
+import json
+
+from test_ranking import write_truth
+from test_search_cli import CANDIDATES, FAKE
+
+from experiments import search_comparison
+
+
+def test_comparison_reports_every_method_at_every_budget_and_where_lucb_stopped(tmp_path, monkeypatch, capsys):
+    truth = write_truth(
+        tmp_path / "truth.json",
+        {"table_color_blue": 0.0, "light_color_blue": 0.0, "cube_color_red": 1.0, "cube_heavy": 1.0},  # success
+        policy=FAKE,
+    )
+    monkeypatch.setattr(search_comparison, "default_ground_truth_path", lambda policy, task: truth)
+    overrides = f"task.horizon=40 task.perturbations={CANDIDATES} lucb:search.hyperparameters.top_k=2"
+    search_comparison.main(
+        [
+            f"policy={FAKE}",
+            "methods=uniform,lucb",
+            "budgets=10",
+            "seeds=1",
+            "reference_per_perturbation=6",
+            "n_envs=1",
+            f"out={tmp_path}",
+            f"runs={tmp_path / 'runs'}",
+            f"overrides={overrides}",
+        ]
+    )
+    (written,) = tmp_path.glob("search_*.json")  # named after the policy
+    results = json.loads(written.read_text())["results"]
+    assert set(results["uniform"]["budgets"]) == {"10", "24"}  # the reference: 6 rollouts per perturbation
+    lucb = results["lucb"]
+    stopped = lucb["budgets"]["at stop"]
+    assert lucb["settled_at"][0] == stopped["rollouts"] < 24
+    # The fake policy fails exactly the blue scenes, so observed rates are exact and the top 2 is found.
+    assert stopped["rate_mae"][0] == 0.0 and stopped["top5_precision"][0] == 1.0
+    report = written.with_suffix(".md").read_text()
+    assert "**Reference:** uniform with 6 rollouts per perturbation (24 rollouts)" in report
+    assert "- lucb: reaches both with 10 rollouts (42% of the reference)" in report  # the first curve point
+    assert "failure-rate error 0.000 (met: <= 0.1)" in report
+    printed = capsys.readouterr().out
+    assert f"top 2 settled at confidence 95% (tolerance 0.2) after {stopped['rollouts']} rollouts" in printed
+    assert f"{24 - stopped['rollouts']} of the 24-rollout budget saved" in printed
