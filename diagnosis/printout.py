@@ -26,15 +26,16 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
     title = f"failure modes of {summary['policy']} on {summary['task']} ({summary['method']}, {rollouts} rollouts)"
     table = Table(
         title=title,
-        caption="search score: the method's ranking score, normalised over the modes; "
-        "failure rate: observed under the perturbation alone, 95% Wilson interval",
+        caption="ranked by the estimated failure rate under the perturbation alone, (failed + 1) / (tried + 2); "
+        "failure rate: observed, 95% Wilson interval; search score: the method's own ranking score, normalised "
+        "over the modes (its rank in brackets)",
     )
     columns = (
         "rank",
         "perturbation",
-        "search score",
-        "failed/tried alone",
         "failure rate [95% CI]",
+        "failed/tried alone",
+        "search score",
         "ground truth success",
     )
     for column in columns:
@@ -44,9 +45,9 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
         table.add_row(
             str(row["rank"]),
             row["perturbation"],
-            f"{row['search_score']:.3f}",
-            f"{row['failed_alone']}/{row['tried_alone']}",
             interval(row),
+            f"{row['failed_alone']}/{row['tried_alone']}",
+            f"{row['search_score']:.3f}" + (f" ({row['search_rank']})" if "search_rank" in row else ""),
             "" if truth is None else f"{truth:.2f}",
         )
     console.print(table)

@@ -78,4 +78,7 @@ class Ranking:
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict]) -> Ranking:
-        return cls(tuple(r["perturbation"] for r in rows), np.array([r["score"] for r in rows], dtype=float))
+        """The ranking a summary's rows describe: by the estimated failure rate where every row has one (searches
+        that roll out), else by the method's score (continuous searches, older summaries)."""
+        key = "estimated_failure_rate" if all("estimated_failure_rate" in r for r in rows) else "score"
+        return cls(tuple(r["perturbation"] for r in rows), np.array([r[key] for r in rows], dtype=float))

@@ -74,7 +74,8 @@ def radar_plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def _bars(ax: plt.Axes, ranking: list[dict[str, Any]]) -> None:
-    """The top modes by search score, top first: observed failure rate alone (95% interval) and ground truth."""
+    """The top modes by estimated failure rate, top first: observed failure rate alone (95% interval) and ground
+    truth."""
     shown = ranking[:BARS]
     y = np.arange(len(shown))[::-1]
     rates = np.array([np.nan if r.get("failure_rate") is None else r["failure_rate"] for r in shown])
@@ -106,7 +107,9 @@ def _bars(ax: plt.Axes, ranking: list[dict[str, Any]]) -> None:
     ax.set_xlim(0, 1)
     ax.set_xlabel("failure rate")
     more = len(ranking) - len(shown)
-    ax.set_title(f"top {len(shown)} modes by search score" + (f" ({more} more in summary.json)" if more else ""))
+    ax.set_title(
+        f"top {len(shown)} modes by estimated failure rate" + (f" ({more} more in summary.json)" if more else "")
+    )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
 
@@ -258,10 +261,10 @@ def _page(summary: dict[str, Any], sections: list[str]) -> str:
     header = [
         "rank",
         "perturbation",
-        "search score",
-        "failed / tried alone",
         "failure rate alone [95% CI]",
+        "failed / tried alone",
         "failed / tried in any set",
+        "search score (rank)",
     ]
     if truth:
         header.append("ground-truth success")
@@ -270,10 +273,10 @@ def _page(summary: dict[str, Any], sections: list[str]) -> str:
         cells = [
             r["rank"],
             html.escape(r["perturbation"]),
-            f"{r['search_score']:.3f}",
-            f"{r['failed_alone']} / {r['tried_alone']}",
             interval(r),
+            f"{r['failed_alone']} / {r['tried_alone']}",
             f"{r['failed']} / {r['tried']}",
+            f"{r['search_score']:.3f}" + (f" ({r['search_rank']})" if "search_rank" in r else ""),
         ]
         if truth:
             cells.append("" if r.get("ground_truth_success") is None else f"{r['ground_truth_success']:.2f}")
@@ -288,9 +291,10 @@ td:nth-child(2){{text-align:left}}img,video{{vertical-align:top;margin:4px}}.not
 <h1>Failure modes of {html.escape(summary["policy"])} on {summary["task"]}</h1>
 <p>Search <b>{summary["method"]}</b>, {budget["rollouts_done"]} of {budget["total_rollouts"]} rollouts
 ({summary["status"]}), {summary["wall_time_s"]:.0f} s, {summary["failures_found"]} failed rollouts.</p>
-<p class="note">The <b>search score</b> is the method's ranking score normalised over the modes (for PPO, RoboMD's
-softmax on the nominal scene): it orders the modes and sums to 1, it is not a failure rate. The <b>failure rate</b>
-is observed under the perturbation alone, with its 95% Wilson interval. RoboMD's metrics of the ranking (on the
+<p class="note">Modes are ranked by their <b>estimated failure rate</b> under the perturbation alone,
+(failed + 1) / (tried + 2), whatever chose the rollouts; the <b>failure rate</b> shown is the observed one with its
+95% Wilson interval. The <b>search score</b> is the method's own ranking score normalised over the modes (for PPO,
+RoboMD's softmax on the nominal scene): it sums to 1 and is not a failure rate. RoboMD's metrics of the ranking (on the
 search scores): entropy {metrics["entropy"]:.3f}, NFM {metrics["nfm"]} (score &gt; {metrics["nfm_threshold"]:.3f}),
 FSI {metrics["fsi"]:.3f}.</p>
 {truth_line}

@@ -62,6 +62,13 @@ class PerturbationCounts:
             self.tried_alone[name] = self.tried_alone.get(name, 0) + 1
             self.failed_alone[name] = self.failed_alone.get(name, 0) + int(failed)
 
+    def ranking(self) -> Ranking:
+        """The ranking a user reads: by the estimated failure rate under each perturbation alone, the posterior
+        mean (failed + 1) / (tried + 2), whatever chose the rollouts (a mode never tried alone sits at the prior's
+        0.5: unknown, not harmless)."""
+        rates = [(1 + self.failed_alone.get(n, 0)) / (2 + self.tried_alone.get(n, 0)) for n in self.names]
+        return Ranking(tuple(self.names), np.array(rates))
+
     def row(self, name: str) -> dict[str, Any]:
         """Counts, and the observed failure rate with its 95% Wilson interval from the rollouts under this
         perturbation alone: stacked rollouts fail for more than one reason, so they are counted but not pooled."""
@@ -284,9 +291,9 @@ class SearchRun:
         self.tensorboard.add_scalar("search/failures_found", self.failures_found, self.done)
         top = ""
         if self.done % max(self.n_envs, 10) < self.n_envs or self.done >= self.total:
-            ranking = self.ranking()
-            top = "top: " + ", ".join(ranking.top(3))
-            metrics = self._metrics(ranking)
+            estimated = self.counts.ranking()
+            top = "top: " + ", ".join(estimated.top(3))
+            metrics = self._metrics(self.ranking(), estimated)
             self.curve.append({"rollouts": self.done, **metrics})
             for key, value in metrics.items():
                 self.tensorboard.add_scalar(f"ranking/{key}", value, self.done)
@@ -310,12 +317,14 @@ class SearchRun:
         return frames
 
     def ranking(self) -> Ranking:
+        """The method's own ranking (its search scores)."""
         return Ranking(tuple(self.names), np.asarray(self.method.scores(self.nominal), dtype=float))
 
-    def _metrics(self, ranking: Ranking) -> dict[str, float]:
-        metrics = ranking.metrics()
+    def _metrics(self, searched: Ranking, estimated: Ranking) -> dict[str, float]:
+        """RoboMD's metrics of the search scores; the ground-truth comparison of the ranking a user reads."""
+        metrics = searched.metrics()
         if self.ground_truth is not None:
-            metrics.update(compare(ranking, self.ground_truth))
+            metrics.update(compare(estimated, self.ground_truth))
         return metrics
 
     # ----------------------------------------------------------------------------------------- outputs
@@ -345,12 +354,23 @@ class SearchRun:
         write_json_atomic(self.run_dir / STATE, self.state)
 
     def _summary(self, status: str) -> dict[str, Any]:
-        ranking = self.ranking()
-        rows = ranking.rows()
-        for row in rows:
-            row.update(self.counts.row(row["perturbation"]))
-            if self.ground_truth is not None and row["perturbation"] in self.ground_truth.entries:
-                row["ground_truth_success"] = self.ground_truth.entries[row["perturbation"]].success_rate
+        ranking, estimated = self.ranking(), self.counts.ranking()
+        searched = {row["perturbation"]: row for row in ranking.rows()}
+        rows = []
+        for rank, row in enumerate(estimated.rows(), start=1):
+            name = row["perturbation"]
+            row = {
+                "rank": rank,
+                "perturbation": name,
+                "estimated_failure_rate": row["score"],
+                "score": searched[name]["score"],
+                "search_score": searched[name]["search_score"],
+                "search_rank": searched[name]["rank"],
+                **self.counts.row(name),
+            }
+            if self.ground_truth is not None and name in self.ground_truth.entries:
+                row["ground_truth_success"] = self.ground_truth.entries[name].success_rate
+            rows.append(row)
         summary = {
             "status": status,
             "task": self.spec.task.name,
@@ -376,7 +396,8 @@ class SearchRun:
         if self.ground_truth is not None:
             summary["ground_truth"] = {
                 "path": str(self.ground_truth.path),
-                **compare(ranking, self.ground_truth),
+                **compare(estimated, self.ground_truth),
+                "search_scores": compare(ranking, self.ground_truth),
                 f"budget_on_true_top{TOP_K}": budget_on_worst(self.spent, self.ground_truth, self.names, TOP_K),
                 **rate_error(rows, self.ground_truth),
             }

@@ -54,6 +54,12 @@ def test_every_method_ranks_and_reports(tmp_path, method):
     ranking = summary["ranking"]
     assert sorted(r["perturbation"] for r in ranking) == sorted(CANDIDATES.strip("[]").split(","))
     assert sum(r["search_score"] for r in ranking) == pytest.approx(1.0)
+    # Whatever chose the rollouts, the ranking a user reads is by the failure rate they estimate.
+    rates = [r["estimated_failure_rate"] for r in ranking]
+    assert rates == sorted(rates, reverse=True)
+    for r in ranking:
+        assert r["estimated_failure_rate"] == pytest.approx((1 + r["failed_alone"]) / (2 + r["tried_alone"]))
+    assert sorted(r["search_rank"] for r in ranking) == [1, 2, 3, 4]
     for name in ("summary.json", "radar.png", "report.html", "failures.hdf5", "config.yaml"):
         assert (tmp_path / name).is_file(), name
     assert len(read_rollouts(tmp_path / "failures.hdf5")) == 4
