@@ -101,6 +101,30 @@ def describe_kind(path: Path) -> str:
     return f"{spread.cases} ({spread.graded} graded)"
 
 
+def failure_bounds(path: Path) -> dict[str, tuple[float, float]]:
+    """Each case's failure-rate 95% interval (from its success interval)."""
+    rows = read_json(path, fix="remake it with python -m experiments.ground_truth")["perturbations"]
+    return {row["perturbation"]: (1.0 - row["wilson95"][1], 1.0 - row["wilson95"][0]) for row in rows}
+
+
+def interacting_pairs(pairs: Path, singles: Path) -> int:
+    """Pairs that fail significantly more often than their parts would if they acted independently: the pair's
+    failure rate lies wholly above 1 - (1 - f_a)(1 - f_b) even at the parts' upper bounds. These are the failures a
+    search over single perturbations cannot find."""
+    alone, together = failure_bounds(singles), failure_bounds(pairs)
+    count = 0
+    for name, (low, _) in together.items():
+        a, b = name.split("+")
+        count += low > 1.0 - (1.0 - alone[a][1]) * (1.0 - alone[b][1])
+    return count
+
+
+def describe_pairs(pairs: Path, singles: Path) -> str:
+    if not pairs.is_file():
+        return "—"
+    return describe_kind(pairs).replace(" graded)", f" graded, {interacting_pairs(pairs, singles)} interacting)")
+
+
 def benchmark_rows(policies: list[PolicyUnderTest], results: Path) -> tuple[list[list[object]], dict[str, list[float]]]:
     """The table's rows, and each measured policy's single-perturbation success rates (for the plot)."""
     rows, rates_by_policy = [], {}
@@ -128,7 +152,7 @@ def benchmark_rows(policies: list[PolicyUnderTest], results: Path) -> tuple[list
                 f"{spread.at_zero} ({spread.at_zero / spread.cases:.0%})",
                 spread.graded,
                 spread.robust,
-                describe_kind(stem.with_name(f"{stem.name}_pairs.json")),
+                describe_pairs(stem.with_name(f"{stem.name}_pairs.json"), singles),
                 describe_kind(stem.with_name(f"{stem.name}_sweeps.json")),
             ]
         )
@@ -148,7 +172,7 @@ HEADER = [
     "at 0/20",
     f"graded [{GRADED[0]}, {GRADED[1]}]",
     f"≥ {ROBUST}",
-    "pairs (graded)",
+    "pairs (graded, interacting)",
     "sweep points (graded)",
 ]
 
@@ -191,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         "Singles are the task's catalogue perturbations alone; pairs a fixed seeded sample of composed ones; sweep "
         "points seven values along each continuous parameter. A case is graded when its success rate lies in "
         f"[{GRADED[0]}, {GRADED[1]}]: only there can a ranking be judged on more than which perturbations break the "
-        "policy outright.",
+        "policy outright. A pair is interacting when it fails significantly more often than its parts would acting "
+        "independently (its failure interval lies above 1 - (1 - f_a)(1 - f_b) at the parts' upper bounds).",
         "",
         markdown_table(HEADER, rows),
         "",
