@@ -47,6 +47,10 @@ class Bandit:
         """What `settled` means, for the printout."""
         return ""
 
+    def report(self) -> dict:
+        """What the allocation found beyond the ranking, as summary.json keys (a boundary search: the crossing)."""
+        return {}
+
     def state(self) -> dict:
         """Everything a resumed search needs to continue exactly as an uninterrupted one would (JSON-able)."""
         return {"failures": self.failures.tolist(), "pulls": self.pulls.tolist(), "rng": self.rng.bit_generator.state}
@@ -157,11 +161,3 @@ class TopKIdentification(Bandit):
 
     def answer(self) -> str:
         return f"top {self.top_k} settled at confidence {self.confidence:.0%} (tolerance {self.tolerance:g})"
-
-
-BANDITS: dict[str, type[Bandit]] = {
-    "uniform": UniformAllocation,
-    "random": RandomAllocation,
-    "thompson": ThompsonSampling,
-    "lucb": TopKIdentification,
-}

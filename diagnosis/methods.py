@@ -24,7 +24,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from diagnosis.bandits import BANDITS, Bandit
+from diagnosis.allocations import BANDITS
+from diagnosis.bandits import Bandit
 from envs.choices import check_choice, unknown_choice
 
 StepHook = Callable[[np.ndarray, list[dict[str, Any]]], bool]
@@ -60,6 +61,10 @@ class SearchMethod:
     def answer(self) -> str:
         """What `settled` means, in words."""
         return ""
+
+    def report(self) -> dict[str, Any]:
+        """What the method found beyond the ranking, as summary.json keys."""
+        return {}
 
     def save(self, directory: Path) -> None:
         """Writes the state `load` needs into `directory` (called at safe points only)."""
@@ -205,6 +210,9 @@ class BanditSearch(SearchMethod):
 
     def answer(self) -> str:
         return self.bandit.answer()
+
+    def report(self) -> dict[str, Any]:
+        return self.bandit.report()
 
     def save(self, directory: Path) -> None:
         (directory / f"{self.name}.json").write_text(json.dumps(self.bandit.state()))

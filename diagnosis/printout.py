@@ -59,6 +59,8 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
             f"{budget['settled']} after {budget['settled_at']} rollouts: "
             f"{budget['total_rollouts'] - budget['settled_at']} of the {budget['total_rollouts']}-rollout budget saved"
         )
+    for line in boundary_lines(summary):
+        console.print(line)
     metrics = summary["metrics"]
     console.print(
         f"RoboMD's metrics of the ranking (on the search scores): entropy {metrics['entropy']:.3f}  "
@@ -106,5 +108,24 @@ def monitor_lines(agreement: dict[str, Any] | None) -> list[str]:
             f"before the robot moved (from the scene alone); median first anomaly at frame "
             f"{frame('median_first_anomaly')}, median first failure verdict once the robot moved at frame "
             f"{frame('median_first_failure_acting')}"
+        )
+    return lines
+
+
+def boundary_lines(summary: dict[str, Any]) -> list[str]:
+    """A boundary search's verdict: where success crosses one half, with its interval, and the curve's error."""
+    boundary = summary.get("boundary")
+    if not boundary:
+        return []
+    search = summary["config"]["search"]
+    lines = [
+        f"boundary of {search['family']}: {boundary['verdict']}; success crosses 1/2 at {boundary['crossing']:.3g} "
+        f"(95% interval {boundary['crossing_low']:.3g} to {boundary['crossing_high']:.3g}; P(beyond the grid) "
+        f"{boundary['p_beyond']:.2f}, P(before it) {boundary['p_before']:.2f})"
+    ]
+    if boundary.get("curve_error") is not None:
+        lines.append(
+            f"fitted success curve vs ground truth: mean absolute error {boundary['curve_error']:.3f} over "
+            f"{boundary['curve_error_points']} sweep points"
         )
     return lines

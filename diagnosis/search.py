@@ -1,7 +1,7 @@
 """`python -m diagnosis.search task=lift`: rank the perturbations that make a policy fail.
 
 Hydra composes `diagnosis/conf/config.yaml` with one choice per group — task, policy, search (uniform | ppo | a2c |
-random | thompson | lucb, or continuous: diagnosis.continuous_search), monitor — and `key=value` overrides
+random | thompson | lucb | boundary, or continuous: diagnosis.continuous_search), monitor — and `key=value` overrides
 (`search.total_rollouts=200`). Everything is checked before the first rollout: names against their registries, the
 ground-truth file against the task and policy, the output directory for writing. Then the runtime monitor is fitted
 (or loaded from its cache), the search runs, and the run directory gets summary.json, the ranking table, radar.png,
@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import diagnosis.conf  # noqa: F401  (registers the monitor=fidel config node before Hydra composes)
-from diagnosis.bandits import BANDITS
+from diagnosis.allocations import BANDITS
 from diagnosis.checkpoint import check_resumable
 from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
 from diagnosis.methods import METHODS, BanditSearch, checkpoint_files
@@ -30,6 +30,7 @@ from diagnosis.workers import EnvSpec
 from envs.choices import check_choice, unknown_choice
 from envs.cli import shown_path
 from envs.perturbations import Perturbation, get_perturbations, task_perturbations
+from envs.perturbations.sweeps import boundary_grid
 from envs.receipts import check_effects
 from envs.tasks import TaskSpec, get_task
 from monitor.base import Monitor
@@ -37,6 +38,7 @@ from monitor.base import Monitor
 CONFIG_FILE = "config.yaml"
 MONITORS = ("fidel",)
 CONTINUOUS = "continuous"
+BOUNDARY = "boundary"
 """RoboMD's continuous search (diagnosis.continuous_search), dispatched before the discrete checks."""
 RESUME_OVERRIDES = ("search.resume", "search.total_rollouts")
 """What a resumed run may be given: anything else would silently not apply to a run already under way."""
@@ -69,12 +71,42 @@ def resolve_candidates(cfg: DictConfig, task: TaskSpec) -> tuple[Perturbation, .
     return tuple(available[n] for n in names if n not in set(cfg.task.exclude))
 
 
-def resolve_ground_truth(cfg: DictConfig, task: TaskSpec, policy: str) -> GroundTruth | None:
+def boundary_candidates(
+    cfg: DictConfig, task: TaskSpec, hyperparameters: dict
+) -> tuple[tuple[Perturbation, ...], dict]:
+    """search=boundary: the grid along `search.family` (one `search.side` of its nominal value, `search.points`
+    values) as candidates, and the grid's positions and values handed to the allocation."""
+    search = cfg.search
+    derived = ("positions", "values", "log")
+    given = [key for key in derived if key in hyperparameters]
+    if given:
+        raise ValueError(f"search.hyperparameters.{given[0]} comes from search.family; remove it")
+    files = cfg.task.get("perturbation_file") or ()
+    grid = boundary_grid(
+        task,
+        task_perturbations(task, files),
+        family=str(search.family),
+        side=None if search.side is None else str(search.side),
+        points=int(search.points),
+    )
+    return grid.perturbations, {
+        **hyperparameters,
+        "positions": list(grid.positions),
+        "values": list(grid.scalars),
+        "log": grid.sweep.log,
+    }
+
+
+def resolve_ground_truth(cfg: DictConfig, task: TaskSpec, policy: str, kind: str = "singles") -> GroundTruth | None:
+    """`ground_truth`: none, a path, or auto: the policy's file of this kind (singles; sweeps for a boundary
+    search) if it exists."""
     choice = str(cfg.ground_truth)
     if choice == "none":
         return None
     if choice == "auto":
         path = default_ground_truth_path(policy, task.name)
+        if kind != "singles":
+            path = path.with_name(f"{path.stem}_{kind}.json")
         return load_ground_truth(path, task.name, policy) if path.is_file() else None
     return load_ground_truth(choice, task.name, policy)
 
@@ -125,16 +157,19 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
             raise ValueError(f"search.{key} must be >= 1, got {search[key]}")
     task = resolve_task(cfg.task)
     policy = resolve_policy(cfg, task)
-    candidates = resolve_candidates(cfg, task)
+    hyperparameters = OmegaConf.to_container(search.hyperparameters, resolve=True)
+    if search.method == BOUNDARY:
+        candidates, hyperparameters = boundary_candidates(cfg, task, hyperparameters)
+    else:
+        candidates = resolve_candidates(cfg, task)
     check_effects(task, list(candidates))  # a candidate that changes nothing would be ranked as harmless
     if search.method == "uniform" and search.total_rollouts < len(candidates):
         raise ValueError(
             f"search=uniform needs at least one rollout per perturbation: total_rollouts={search.total_rollouts} < "
             f"{len(candidates)} perturbations"
         )
-    ground_truth = resolve_ground_truth(cfg, task, policy)
+    ground_truth = resolve_ground_truth(cfg, task, policy, kind="sweeps" if search.method == BOUNDARY else "singles")
     check_writable(run_dir)
-    hyperparameters = OmegaConf.to_container(search.hyperparameters, resolve=True)
     stop = check_stop_rule(search, hyperparameters, len(candidates))
     max_depth = 1 if search.method in BANDITS else int(search.max_depth)
     spec = EnvSpec(

@@ -392,7 +392,10 @@ class SearchRun:
             "ground_truth": None,
             "curve": self.curve,
             "config": self.config,
+            **self.method.report(),
         }
+        if "boundary" in summary:
+            self._name_curve(summary["boundary"])
         if self.ground_truth is not None:
             summary["ground_truth"] = {
                 "path": str(self.ground_truth.path),
@@ -403,6 +406,18 @@ class SearchRun:
             }
         write_json_atomic(self.run_dir / "summary.json", summary)
         return summary
+
+    def _name_curve(self, boundary: dict[str, Any]) -> None:
+        """Names each point of a boundary search's curve and, with ground truth, sets the curve's error: the mean
+        absolute difference between the fitted success and the ground truth's at the points it measured."""
+        errors = []
+        for name, point in zip(self.names, boundary["curve"]):
+            point["perturbation"] = name
+            if self.ground_truth is not None and name in self.ground_truth.entries:
+                point["ground_truth_success"] = self.ground_truth.entries[name].success_rate
+                errors.append(abs(point["success"] - point["ground_truth_success"]))
+        boundary["curve_error"] = float(np.mean(errors)) if errors else None
+        boundary["curve_error_points"] = len(errors)
 
     def _print(self, summary: dict[str, Any]) -> None:
         print_ranking(summary, self.console)

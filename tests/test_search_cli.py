@@ -72,7 +72,7 @@ def test_every_method_ranks_and_reports(tmp_path, method):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["search.method=annealing"], "valid: ppo, a2c, uniform, random, thompson, lucb, continuous"),
+        (["search.method=annealing"], "valid: ppo, a2c, uniform, random, thompson, lucb, boundary, continuous"),
         (["search=uniform", "search.stop=auto"], "search.stop=auto needs a method with a stopping rule"),
         (["search=ppo", "search.stop=auto"], "search=ppo has none"),
         (["search.stop=soon"], "unknown search.stop 'soon'; valid: budget, auto"),
