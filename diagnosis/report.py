@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from diagnosis.dataset import read_rollouts  # noqa: E402
-from diagnosis.printout import interval, monitor_lines  # noqa: E402
+from diagnosis.printout import boundary_lines, interval, monitor_lines  # noqa: E402
+from envs.perturbations.sweeps import get_sweep  # noqa: E402
 from envs.receipts import describe  # noqa: E402
 
 VIDEO_SCALE = 4  # 84 px frames → 336 px videos (a multiple of 16, as H.264 encoders want)
@@ -69,6 +70,58 @@ def radar_plot(summary: dict[str, Any], path: Path) -> None:
         f"{summary['policy']} on {summary['task']}: {summary['method']}, {summary['budget']['rollouts_done']} rollouts"
     )
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))  # room for the suptitle above and the legend below the radar
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def boundary_plot(summary: dict[str, Any], path: Path) -> None:
+    """A boundary search's success curve along its parameter: the fitted curve with its 95% band, each grid point's
+    observed success with its Wilson interval (dot size: rollouts there), the ground-truth sweep where known, and
+    the crossing of one half with its interval."""
+    boundary = summary["boundary"]
+    observed = {r["perturbation"]: r for r in summary["ranking"]}
+    curve = boundary["curve"]
+    values = np.array([p["value"] for p in curve])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.fill_between(
+        values,
+        [p["success_low"] for p in curve],
+        [p["success_high"] for p in curve],
+        color="tab:blue",
+        alpha=0.15,
+        label="fitted success (95% band)",
+    )
+    ax.plot(values, [p["success"] for p in curve], color="tab:blue")
+    tried = [(p["value"], observed[p["perturbation"]]) for p in curve if observed[p["perturbation"]]["tried_alone"]]
+    if tried:
+        x = np.array([v for v, _ in tried])
+        rate = np.array([1.0 - r["failure_rate"] for _, r in tried])
+        low = np.array([1.0 - r["failure_rate_high"] for _, r in tried])
+        high = np.array([1.0 - r["failure_rate_low"] for _, r in tried])
+        ax.errorbar(x, rate, yerr=[rate - low, high - rate], fmt="none", ecolor="0.5", linewidth=1, capsize=2)
+        ax.scatter(
+            x,
+            rate,
+            s=[8 + 4 * r["tried_alone"] for _, r in tried],
+            color="tab:blue",
+            zorder=3,
+            label="observed success (size: rollouts)",
+        )
+    truth = [(p["value"], p["ground_truth_success"]) for p in curve if p.get("ground_truth_success") is not None]
+    if truth:
+        ax.plot(*zip(*truth), "kD", markersize=5, label="ground-truth sweep")
+    ax.axhline(0.5, color="0.6", linestyle=":", linewidth=1)
+    if boundary["verdict"].startswith("success falls"):
+        ax.axvspan(boundary["crossing_low"], boundary["crossing_high"], color="tab:red", alpha=0.12)
+        ax.axvline(boundary["crossing"], color="tab:red", linewidth=1.5, label="crossing of 1/2 (95% interval)")
+    if all(v > 0 for v in values) and values.max() / values.min() > 10:
+        ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(get_sweep(summary["config"]["search"]["family"]).label)
+    ax.set_ylabel("success rate")
+    ax.set_title(f"{summary['policy']} on {summary['task']}: {boundary['verdict']}", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -209,6 +262,8 @@ def write_report(run_dir: Path, summary: dict[str, Any] | None = None, top_k: in
     """Renders radar.png, media/ and report.html into `run_dir`; returns the report's path."""
     summary = summary or json.loads((run_dir / "summary.json").read_text())
     radar_plot(summary, run_dir / "radar.png")
+    if "boundary" in summary:
+        boundary_plot(summary, run_dir / "boundary.png")
     media = run_dir / "media"
     media.mkdir(exist_ok=True)
     dataset = run_dir / "failures.hdf5"
@@ -258,6 +313,10 @@ def _page(summary: dict[str, Any], sections: list[str]) -> str:
             + ".</p>"
         )
     monitor = "".join(f"<p>{html.escape(line)}</p>" for line in monitor_lines(summary.get("monitor")))
+    boundary = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in boundary_lines(summary))
+    if "boundary" in summary:
+        boundary += '<img src="boundary.png" width="800">'
+
     header = [
         "rank",
         "perturbation",
@@ -299,6 +358,7 @@ search scores): entropy {metrics["entropy"]:.3f}, NFM {metrics["nfm"]} (score &g
 FSI {metrics["fsi"]:.3f}.</p>
 {truth_line}
 {monitor}
+{boundary}
 <img src="radar.png" width="1050">
 <h2>Top failure modes</h2>
 {"".join(sections)}

@@ -90,6 +90,8 @@ def test_cli_boundary_search_writes_the_crossing_and_the_named_curve(tmp_path):
     boundary = summary["boundary"]
     assert len(boundary["curve"]) == 5 and boundary["curve"][0]["perturbation"] == "action_noise_std_0.02"
     assert boundary["crossing_low"] <= boundary["crossing"] <= boundary["crossing_high"]
+    assert (tmp_path / "boundary.png").stat().st_size > 0
+    assert 'src="boundary.png"' in (tmp_path / "report.html").read_text()
     assert summary["budget"]["rollouts_done"] == 6 and {r["perturbation"] for r in summary["ranking"]} == {
         p["perturbation"] for p in boundary["curve"]
     }
