@@ -3,6 +3,7 @@ failure-rate error against the ground truth, and the verdict lines naming each t
 
 import json
 
+import numpy as np
 from test_ranking import write_truth
 from test_search_cli import CANDIDATES, FAKE
 
@@ -45,3 +46,15 @@ def test_comparison_reports_every_method_at_every_budget_and_where_lucb_stopped(
     printed = capsys.readouterr().out
     assert f"top 2 settled at confidence 95% (tolerance 0.2) after {stopped['rollouts']} rollouts" in printed
     assert f"{24 - stopped['rollouts']} of the 24-rollout budget saved" in printed
+
+
+def test_allocation_simulation_scores_each_allocation_against_drawn_truths(tmp_path):
+    from experiments.allocation_simulation import main, top_k_precision
+
+    assert top_k_precision(np.array([0.9, 0.8, 0.1]), np.array([1.0, 0.0, 0.5]), k=2) == 0.5
+    main(["policies=lift:lift_bc_colour", "methods=uniform,lucb", "per_mode=2", "repetitions=2", f"out={tmp_path}"])
+    rows = [
+        line for line in (tmp_path / "allocation_simulation.md").read_text().splitlines() if "lift_bc_colour" in line
+    ]
+    assert [row.split("|")[2].strip() for row in rows] == ["true rates (ceiling)", "uniform", "lucb"]
+    assert "2 per mode (72)" in rows[1]
