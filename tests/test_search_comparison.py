@@ -53,8 +53,7 @@ def test_allocation_simulation_scores_each_allocation_against_drawn_truths(tmp_p
 
     assert top_k_precision(np.array([0.9, 0.8, 0.1]), np.array([1.0, 0.0, 0.5]), k=2) == 0.5
     main(["policies=lift:lift_bc_colour", "methods=uniform,lucb", "per_mode=2", "repetitions=2", f"out={tmp_path}"])
-    rows = [
-        line for line in (tmp_path / "allocation_simulation.md").read_text().splitlines() if "lift_bc_colour" in line
-    ]
+    table = (tmp_path / "allocation_simulation.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| lift/lift_bc_colour")]
     assert [row.split("|")[2].strip() for row in rows] == ["true rates (ceiling)", "uniform", "lucb"]
     assert "2 per mode (72)" in rows[1]
