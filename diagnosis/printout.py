@@ -51,6 +51,7 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
             "" if truth is None else f"{truth:.2f}",
         )
     console.print(table)
+    console.print(plain_summary(summary))
     if len(summary["ranking"]) > limit:
         console.print(f"... {len(summary['ranking']) - limit} more in summary.json")
     budget = summary["budget"]
@@ -129,3 +130,25 @@ def boundary_lines(summary: dict[str, Any]) -> list[str]:
             f"{boundary['curve_error_points']} sweep points"
         )
     return lines
+
+
+def plain_summary(summary: dict[str, Any]) -> str:
+    """What the search found, in one paragraph: how many modes fail more often than not, by family, how many are
+    robust and how many are still uncertain, each at 95% confidence (the failure rates' Wilson intervals)."""
+    rows = summary["ranking"]
+    tried = [r for r in rows if r["tried_alone"]]
+    failing = [r for r in tried if r["failure_rate_low"] > 0.5]
+    robust = [r for r in tried if r["failure_rate_high"] < 0.2]
+    by_family: dict[str, int] = {}
+    for r in failing:
+        family = r.get("family") or "other"
+        by_family[family] = by_family.get(family, 0) + 1
+    families = ", ".join(f"{family} ({count})" for family, count in sorted(by_family.items(), key=lambda x: -x[1]))
+    text = (
+        f"Of {len(rows)} perturbations, {len(failing)} make {summary['policy']} fail more often than not "
+        f"(95% interval of the failure rate above 0.5)" + (f": {families}" if failing else "") + f"; {len(robust)} "
+        f"leave it failing less than 20% of the time (interval below 0.2); {len(tried) - len(failing) - len(robust)} "
+        f"are not yet settled either way at {summary['budget']['rollouts_done']} rollouts"
+    )
+    never = len(rows) - len(tried)
+    return text + (f", and {never} were never tried alone." if never else ".")

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from diagnosis.dataset import read_rollouts  # noqa: E402
-from diagnosis.printout import boundary_lines, interval, monitor_lines  # noqa: E402
+from diagnosis.printout import boundary_lines, interval, monitor_lines, plain_summary  # noqa: E402
 from envs.perturbations.sweeps import get_sweep  # noqa: E402
 from envs.receipts import describe  # noqa: E402
 
@@ -350,6 +350,7 @@ td:nth-child(2){{text-align:left}}img,video{{vertical-align:top;margin:4px}}.not
 <h1>Failure modes of {html.escape(summary["policy"])} on {summary["task"]}</h1>
 <p>Search <b>{summary["method"]}</b>, {budget["rollouts_done"]} of {budget["total_rollouts"]} rollouts
 ({summary["status"]}), {summary["wall_time_s"]:.0f} s, {summary["failures_found"]} failed rollouts.</p>
+<p><b>{html.escape(plain_summary(summary))}</b></p>
 <p class="note">Modes are ranked by their <b>estimated failure rate</b> under the perturbation alone,
 (failed + 1) / (tried + 2), whatever chose the rollouts; the <b>failure rate</b> shown is the observed one with its
 95% Wilson interval. The <b>search score</b> is the method's own ranking score normalised over the modes (for PPO,

@@ -183,6 +183,7 @@ class SearchRun:
         self.settled_at: int | None = None
         """Rollouts done when the method said its answer was settled (search.stop=auto), else None."""
         self.names = [p if isinstance(p, str) else p.name for p in env_spec.candidates]
+        self.families = {p.name: p.family for p in env_spec.candidates if not isinstance(p, str)}
         self.console = Console(width=max(Console().width, 120))  # the ranking table needs the room, even in a log
         state_path = run_dir / STATE
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {"rollouts": 0, "wall_time_s": 0.0}
@@ -366,6 +367,7 @@ class SearchRun:
                 "score": searched[name]["score"],
                 "search_score": searched[name]["search_score"],
                 "search_rank": searched[name]["rank"],
+                "family": self.families.get(name),
                 **self.counts.row(name),
             }
             if self.ground_truth is not None and name in self.ground_truth.entries:

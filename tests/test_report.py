@@ -89,3 +89,29 @@ def test_monitor_text_tells_prediction_from_detection_and_the_overrun_rule_apart
     first, second = monitor_lines(agreement)
     assert "TPR 0.90; without the overrun rule 4, TPR 0.40" in first and "without the rule 0.80" in first
     assert second.startswith("failure prediction vs detection: 7 of the 9 caught failures were flagged before")
+
+
+def test_plain_summary_counts_failing_robust_and_unsettled_modes_by_family():
+    from diagnosis.estimation import failure_rate
+    from diagnosis.printout import plain_summary
+
+    def row(name, family, failed, tried):
+        return {"perturbation": name, "family": family, "tried_alone": tried, **failure_rate(failed, tried)}
+
+    summary = {
+        "policy": "p",
+        "budget": {"rollouts_done": 80},
+        "ranking": [
+            row("red", "cube_color", 20, 20),
+            row("blue", "cube_color", 19, 20),
+            row("dim", "light", 18, 20),
+            row("heavy", "object_mass", 0, 20),
+            row("shift", "camera_pose", 1, 2),
+            row("tilt", "camera_pose", 0, 0),
+        ],
+    }
+    assert plain_summary(summary) == (
+        "Of 6 perturbations, 3 make p fail more often than not (95% interval of the failure rate above 0.5): "
+        "cube_color (2), light (1); 1 leave it failing less than 20% of the time (interval below 0.2); 1 are not yet "
+        "settled either way at 80 rollouts, and 1 were never tried alone."
+    )
