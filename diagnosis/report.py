@@ -127,15 +127,19 @@ def boundary_plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def _bars(ax: plt.Axes, ranking: list[dict[str, Any]]) -> None:
-    """The top modes by estimated failure rate, top first: observed failure rate alone (95% interval) and ground
-    truth."""
+    """The top modes by estimated failure rate, top first: observed failure rate alone (95% interval), coloured by
+    family, and ground truth."""
     shown = ranking[:BARS]
     y = np.arange(len(shown))[::-1]
     rates = np.array([np.nan if r.get("failure_rate") is None else r["failure_rate"] for r in shown])
     low = np.array([r.get("failure_rate_low", np.nan) for r in shown])
     high = np.array([r.get("failure_rate_high", np.nan) for r in shown])
     known = ~np.isnan(rates)
-    ax.barh(y[known], rates[known], color="tab:red", alpha=0.6, label="observed failure rate alone (95% CI)")
+    families = [r.get("family") or "other" for r in shown]
+    palette = {f: plt.get_cmap("tab20")(i % 20) for i, f in enumerate(sorted(set(families)))}
+    for family, colour in palette.items():
+        mine = known & np.array([f == family for f in families])
+        ax.barh(y[mine], rates[mine], color=colour, alpha=0.75, label=family)
     ax.errorbar(
         rates[known],
         y[known],
@@ -158,7 +162,7 @@ def _bars(ax: plt.Axes, ranking: list[dict[str, Any]]) -> None:
         fontsize=8,
     )
     ax.set_xlim(0, 1)
-    ax.set_xlabel("failure rate")
+    ax.set_xlabel("observed failure rate alone (95% interval)")
     more = len(ranking) - len(shown)
     ax.set_title(
         f"top {len(shown)} modes by estimated failure rate" + (f" ({more} more in summary.json)" if more else "")
