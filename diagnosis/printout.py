@@ -39,7 +39,8 @@ def print_ranking(summary: dict[str, Any], console: Console, limit: int = 15) ->
         "ground truth success",
     )
     for column in columns:
-        table.add_column(column, justify="left" if column == "perturbation" else "right")
+        wide = column == "perturbation"  # composed names (a+b) are long: folded, not cut
+        table.add_column(column, justify="left" if wide else "right", overflow="fold" if wide else "ellipsis")
     for row in summary["ranking"][:limit]:
         truth = row.get("ground_truth_success")
         table.add_row(

@@ -30,6 +30,7 @@ from diagnosis.workers import EnvSpec
 from envs.choices import check_choice, unknown_choice
 from envs.cli import shown_path
 from envs.perturbations import Perturbation, get_perturbations, task_perturbations
+from envs.perturbations.composed import sampled_pairs
 from envs.perturbations.sweeps import boundary_grid
 from envs.receipts import check_effects
 from envs.tasks import TaskSpec, get_task
@@ -63,12 +64,20 @@ def resolve_policy(cfg: DictConfig, task: TaskSpec) -> str:
 
 def resolve_candidates(cfg: DictConfig, task: TaskSpec) -> tuple[Perturbation, ...]:
     """The search's perturbations: `task.perturbations` (default: the task's catalogue and every perturbation of
-    `task.perturbation_file`) minus `task.exclude`; an unknown name is an error listing the valid ones."""
+    `task.perturbation_file`) minus `task.exclude`, then `task.pairs` composed pairs; an unknown name is an error
+    listing the valid ones."""
     files = cfg.task.get("perturbation_file") or ()
     available = task_perturbations(task, files)
     names = list(cfg.task.perturbations) if cfg.task.perturbations else list(available)
     get_perturbations(task, names + list(cfg.task.exclude), files)
-    return tuple(available[n] for n in names if n not in set(cfg.task.exclude))
+    singles = tuple(available[n] for n in names if n not in set(cfg.task.exclude))
+    pairs = int(cfg.task.get("pairs") or 0)
+    if pairs < 0:
+        raise ValueError(f"task.pairs must be >= 0, got {pairs}")
+    if pairs == 0:
+        return singles
+    # Pairs are drawn from the task's catalogue (and files), so the same seed gives the ground truth's pairs.
+    return singles + tuple(sampled_pairs(available, pairs, int(cfg.task.get("pair_seed") or 0)))
 
 
 def boundary_candidates(
@@ -109,6 +118,16 @@ def resolve_ground_truth(cfg: DictConfig, task: TaskSpec, policy: str, kind: str
             path = path.with_name(f"{path.stem}_{kind}.json")
         return load_ground_truth(path, task.name, policy) if path.is_file() else None
     return load_ground_truth(choice, task.name, policy)
+
+
+def with_pairs(singles: GroundTruth) -> GroundTruth:
+    """The singles' ground truth and, where the policy has one, its pairs' (ground_truth_<policy>_pairs.json), as one:
+    what a search over singles and composed pairs is judged on."""
+    path = singles.path.with_name(f"{singles.path.stem}_pairs.json")
+    if not path.is_file():
+        return singles
+    pairs = load_ground_truth(path, singles.task, singles.policy)
+    return dataclasses.replace(singles, entries={**singles.entries, **pairs.entries})
 
 
 def check_writable(directory: Path) -> None:
@@ -169,6 +188,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
             f"{len(candidates)} perturbations"
         )
     ground_truth = resolve_ground_truth(cfg, task, policy, kind="sweeps" if search.method == BOUNDARY else "singles")
+    if ground_truth is not None and str(cfg.ground_truth) == "auto" and int(cfg.task.get("pairs") or 0):
+        ground_truth = with_pairs(ground_truth)
     check_writable(run_dir)
     stop = check_stop_rule(search, hyperparameters, len(candidates))
     max_depth = 1 if search.method in BANDITS else int(search.max_depth)

@@ -23,7 +23,10 @@ FILTERS = ("act", "observe")
 
 
 def filters_of(perturbation: Perturbation) -> list[str]:
-    """The per-step hooks `perturbation`'s family overrides (noise, a forced gripper)."""
+    """The per-step hooks `perturbation`'s family overrides (noise, a forced gripper); a composed one's parts'."""
+    parts = getattr(perturbation, "parts", None)
+    if parts:
+        return [hook for hook in FILTERS if any(hook in filters_of(part) for part in parts)]
     return [hook for hook in FILTERS if getattr(type(perturbation), hook) is not getattr(Perturbation, hook)]
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from diagnosis.estimation import wilson_interval
@@ -31,6 +30,7 @@ from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.markdown import markdown_table
 from envs.perturbations import Perturbation, get_perturbations, task_perturbations
+from envs.perturbations.composed import sampled_pairs
 from envs.perturbations.sweeps import sweep_points
 from envs.receipts import check_effects
 from envs.rollout import rollout
@@ -85,22 +85,17 @@ def single_cases(catalogue: dict[str, Perturbation], names: list[str]) -> list[C
 
 
 def pair_cases(catalogue: dict[str, Perturbation], count: int, seed: int) -> list[Case]:
-    """A seeded sample of `count` pairs of reset-time catalogue perturbations that can act together (different
-    families: two colours of one cube cannot)."""
-    items = [p for p in catalogue.values() if p.at_step is None]
-    pairs = [(a, b) for i, a in enumerate(items) for b in items[i + 1 :] if a.family != b.family]
-    if not 1 <= count <= len(pairs):
-        raise ValueError(f"pairs must be in [1, {len(pairs)}] (the task's compatible pairs), got {count}")
-    chosen = sorted(np.random.default_rng(seed).choice(len(pairs), size=count, replace=False))
+    """A seeded sample of `count` composable pairs (envs.perturbations.composed.sampled_pairs), each part applied as
+    a perturbation of its own."""
     return [
         Case(
-            name=f"{a.name}+{b.name}",
-            description=f"{a.description}, and {b.description}",
-            family=f"{a.family}+{b.family}",
-            perturbations=(a, b),
-            extra=(("parts", [a.name, b.name]),),
+            name=pair.name,
+            description=pair.description,
+            family="+".join(p.family for p in pair.parts),
+            perturbations=pair.parts,
+            extra=(("parts", [p.name for p in pair.parts]),),
         )
-        for a, b in (pairs[i] for i in chosen)
+        for pair in sampled_pairs(catalogue, count, seed)
     ]
 
 

@@ -67,6 +67,12 @@ def perturbation_from_dict(entry: Mapping[str, Any], where: str = "perturbation"
         raise ValueError(f"{where}: family {family} needs {', '.join(missing)}")
     hints = typing.get_type_hints(cls)
     values = {key: _as_field_type(hints.get(key), value) for key, value in entry.items()}
+    if "parts" in values:  # a composed perturbation: its parts are definitions too
+        if not isinstance(entry["parts"], list):
+            raise ValueError(f"{where}: parts must be a list of perturbation definitions")
+        values["parts"] = tuple(
+            perturbation_from_dict(part, f"{where}, part {i + 1}") for i, part in enumerate(entry["parts"])
+        )
     try:
         return cls(**values)
     except ValueError as exc:
@@ -87,6 +93,8 @@ def to_dict(perturbation: Perturbation) -> dict[str, Any]:
     for f in dataclasses.fields(perturbation):
         if f.init and f.name != "name":
             value = getattr(perturbation, f.name)
+            if f.name == "parts":  # a composed perturbation's parts
+                value = [to_dict(part) for part in value]
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
 
