@@ -76,6 +76,32 @@ def load_ground_truth(path: str | Path, task: str | None = None, policy: str | N
     return GroundTruth(found["task"], found["policy"], entries, path)
 
 
+def with_pairs(singles: GroundTruth) -> GroundTruth:
+    """The singles' ground truth and, where the policy has one, its pairs' (ground_truth_<policy>_pairs.json), as
+    one: what a search over singles and composed pairs is judged on."""
+    path = singles.path.with_name(f"{singles.path.stem}_pairs.json")
+    if not path.is_file():
+        return singles
+    pairs = load_ground_truth(path, singles.task, singles.policy)
+    return GroundTruth(singles.task, singles.policy, {**singles.entries, **pairs.entries}, singles.path)
+
+
+def interacting(truth: GroundTruth) -> set[str]:
+    """Composed cases (`a+b`) that fail significantly more often than their parts would acting independently:
+    the case's failure interval lies wholly above 1 - Π(1 - f_part) even at the parts' upper bounds. These are
+    the failures a search over single perturbations cannot find."""
+    found = set()
+    for name, entry in truth.entries.items():
+        parts = name.split("+")
+        if len(parts) < 2 or not all(part in truth.entries for part in parts):
+            continue
+        # A part's failure rate at its upper bound is one minus its success rate's lower bound.
+        independent = 1.0 - float(np.prod([truth.entries[part].low for part in parts]))
+        if 1.0 - entry.high > independent:
+            found.add(name)
+    return found
+
+
 def significant_pairs(truth: GroundTruth, names: list[str]) -> list[tuple[str, str]]:
     """Pairs (a, b) where a fails significantly more often than b (a's interval lies wholly below b's)."""
     return [(a, b) for a in names for b in names if truth.entries[a].high < truth.entries[b].low]
@@ -112,7 +138,22 @@ def compare(ranking: Ranking, truth: GroundTruth, ks: Sequence[int] = TOP_KS) ->
         "kendall_tau": float(tau) if np.isfinite(tau) else float("nan"),
         "spearman_rho": float(rho) if np.isfinite(rho) else float("nan"),
         **{f"top{k}_{metric}": value for k in ks for metric, value in top_k_hits(ranking, truth, k).items()},
+        **interaction_hits(ranking, truth, max(ks)),
         "compared": len(names),
+    }
+
+
+def interaction_hits(ranking: Ranking, truth: GroundTruth, k: int) -> dict[str, float]:
+    """For rankings with composed candidates: the share of the top k of them that truly interact, beside how many
+    interacting ones the ground truth knows among those ranked (none: the precision is undefined, nan)."""
+    composed = [n for n in ranking.top(len(ranking.names)) if "+" in n and n in truth.entries]
+    if not composed:
+        return {}
+    true = interacting(truth).intersection(composed)
+    top = composed[:k]
+    return {
+        f"top{k}_interaction_precision": len(true.intersection(top)) / len(top) if true else float("nan"),
+        "interacting": len(true),
     }
 
 

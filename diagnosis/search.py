@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import diagnosis.conf  # noqa: F401  (registers the monitor=fidel config node before Hydra composes)
 from diagnosis.allocations import BANDITS
 from diagnosis.checkpoint import check_resumable
-from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
+from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth, with_pairs
 from diagnosis.methods import METHODS, BanditSearch, checkpoint_files
 from diagnosis.search_env import OUTCOME_SOURCES, SearchRewards
 from diagnosis.search_run import SearchRun
@@ -118,16 +118,6 @@ def resolve_ground_truth(cfg: DictConfig, task: TaskSpec, policy: str, kind: str
             path = path.with_name(f"{path.stem}_{kind}.json")
         return load_ground_truth(path, task.name, policy) if path.is_file() else None
     return load_ground_truth(choice, task.name, policy)
-
-
-def with_pairs(singles: GroundTruth) -> GroundTruth:
-    """The singles' ground truth and, where the policy has one, its pairs' (ground_truth_<policy>_pairs.json), as one:
-    what a search over singles and composed pairs is judged on."""
-    path = singles.path.with_name(f"{singles.path.stem}_pairs.json")
-    if not path.is_file():
-        return singles
-    pairs = load_ground_truth(path, singles.task, singles.policy)
-    return dataclasses.replace(singles, entries={**singles.entries, **pairs.entries})
 
 
 def check_writable(directory: Path) -> None:

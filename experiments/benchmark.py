@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from diagnosis.evaluation import ground_truth_stem
+from diagnosis.evaluation import ground_truth_stem, interacting, load_ground_truth, with_pairs
 from envs.cli import parse_config
 from envs.json_files import read_json
 from envs.markdown import markdown_table
@@ -101,28 +101,13 @@ def describe_kind(path: Path) -> str:
     return f"{spread.cases} ({spread.graded} graded)"
 
 
-def failure_bounds(path: Path) -> dict[str, tuple[float, float]]:
-    """Each case's failure-rate 95% interval (from its success interval)."""
-    rows = read_json(path, fix="remake it with python -m experiments.ground_truth")["perturbations"]
-    return {row["perturbation"]: (1.0 - row["wilson95"][1], 1.0 - row["wilson95"][0]) for row in rows}
-
-
-def interacting_pairs(pairs: Path, singles: Path) -> int:
-    """Pairs that fail significantly more often than their parts would if they acted independently: the pair's
-    failure rate lies wholly above 1 - (1 - f_a)(1 - f_b) even at the parts' upper bounds. These are the failures a
-    search over single perturbations cannot find."""
-    alone, together = failure_bounds(singles), failure_bounds(pairs)
-    count = 0
-    for name, (low, _) in together.items():
-        a, b = name.split("+")
-        count += low > 1.0 - (1.0 - alone[a][1]) * (1.0 - alone[b][1])
-    return count
-
-
 def describe_pairs(pairs: Path, singles: Path) -> str:
+    """Pairs, graded ones and interacting ones (diagnosis.evaluation.interacting)."""
     if not pairs.is_file():
         return "—"
-    return describe_kind(pairs).replace(" graded)", f" graded, {interacting_pairs(pairs, singles)} interacting)")
+    truth = load_ground_truth(singles)
+    count = len(interacting(with_pairs(truth)))
+    return describe_kind(pairs).replace(" graded)", f" graded, {count} interacting)")
 
 
 def benchmark_rows(policies: list[PolicyUnderTest], results: Path) -> tuple[list[list[object]], dict[str, list[float]]]:

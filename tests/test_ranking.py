@@ -190,3 +190,15 @@ def test_untied_pairs_rate_error_coverage_bootstrap_and_rollouts_to_target(tmp_p
     ]
     assert rollouts_to_target(curve, "m", 0.9) == 40  # reached at 20, lost at 30: it must stay there
     assert rollouts_to_target(curve, "m", 0.99) is None
+
+
+def test_interacting_pairs_are_those_failing_beyond_independent_parts(tmp_path):
+    from diagnosis.evaluation import interacting
+
+    rates = {"a": 1.0, "b": 1.0, "c": 0.0, "a+b": 0.0, "a+c": 0.0}  # success: a and b alone never fail
+    truth = load_ground_truth(write_truth(tmp_path / "gt.json", rates, policy="lift_bc_image"))
+    assert interacting(truth) == {"a+b"}  # a+c fails because c alone does
+    ranking = Ranking(tuple(rates), np.array([0.0, 0.0, 1.0, 0.9, 0.95]))
+    metrics = compare(ranking, truth)
+    assert metrics["top10_interaction_precision"] == 0.5 and metrics["interacting"] == 1
+    assert "interacting" not in compare(Ranking(("a", "c"), np.array([0.0, 1.0])), truth)  # no composed candidates
