@@ -115,16 +115,11 @@ def main(argv: list[str] | None = None) -> None:
                     "cap": cap,
                     "sweep_rollouts": sum(truth.entries[n].episodes for _, n in measured),
                     "sweep_points": len(measured),
-                    "sweep_crossing": None if true_crossing is None else grid_value(grid, true_crossing),
+                    "sweep_crossing": None if true_crossing is None else grid.scalar_at(true_crossing),
                     "runs": runs,
                 }
             )
     write_results(config, results, sweeps, time.perf_counter() - started)
-
-
-def grid_value(grid: BoundaryGrid, position: float) -> float:
-    """The parameter value at a grid position."""
-    return grid.scalar_at(position)
 
 
 def grid_position(grid: BoundaryGrid, value: float) -> float:

@@ -108,3 +108,33 @@ def test_cli_boundary_search_writes_the_crossing_and_the_named_curve(tmp_path):
 def test_bad_boundary_input_is_refused_before_any_rollout(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         prepare(config("search=boundary", *overrides), tmp_path)
+
+
+def test_boundary_comparison_judges_both_allocations_on_the_sweep(tmp_path, monkeypatch):
+    from test_ranking import write_truth
+    from test_search_cli import FAKE
+
+    from experiments import boundary_comparison
+
+    sweep = next(s for s in SWEEPS if s.family == "action_noise")
+    success = dict(zip(sweep.values, (1.0, 1.0, 0.9, 0.6, 0.2, 0.0, 0.0)))
+    rates = {f"action_noise_std_{v:g}": rate for v, rate in success.items()}
+    write_truth(tmp_path / "gt_sweeps.json", rates, policy=FAKE)
+    monkeypatch.setattr(boundary_comparison, "default_ground_truth_path", lambda policy, task: tmp_path / "gt.json")
+    boundary_comparison.main(
+        [
+            f"policy={FAKE}",
+            "families=action_noise:above",
+            "seeds=1",
+            "budget_share=0.05",
+            "n_envs=1",
+            f"out={tmp_path}",
+            f"runs={tmp_path / 'runs'}",
+        ]
+    )
+    (written,) = tmp_path.glob("boundary_*.md")
+    rows = [[c.strip() for c in line.split("|")] for line in written.read_text().splitlines()]
+    rows = [row for row in rows if len(row) > 2 and row[1].startswith("action_noise")]
+    assert [row[2] for row in rows] == ["bisection", "uniform"]
+    assert all(row[3] == "7 of 7 (140 in the sweep)" for row in rows)  # capped at 5% of the sweep's rollouts
+    assert all(0.2 < float(row[5]) < 0.4 for row in rows)  # the sweep falls from 0.6 at 0.2 to 0.2 at 0.4
