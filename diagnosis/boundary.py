@@ -3,9 +3,11 @@
 The rollouts go to a grid of values on one side of the nominal one (envs.perturbations.sweeps.boundary_grid), each
 at a position t from 0 (nearest the nominal scene) to 1 (farthest). Success along it is modelled as a logistic
 curve that falls with t, p(t) = σ(a − b·t) with b ≥ 0, under a flat prior on a box of (a, b), evaluated on a grid:
-exact for two parameters, and it gives the crossing t½ = a / b (where p = ½) with its interval directly. Each pull
-draws (a, b) from the posterior and tries the grid point nearest that draw's crossing (probabilistic bisection), so
-rollouts gather where the boundary may be; a crossing beyond an end sends the pull to that end. The boundary is
+exact for two parameters, and it gives the crossing t½ = a / b (where p = ½) with its interval directly. By
+default the rollouts go round robin over the grid; `allocation=bisection` instead draws (a, b) from the posterior
+for each pull and tries the grid point nearest that draw's crossing, so rollouts gather where the boundary may be
+(it fitted the ground-truth sweeps worse where the curve is not logistic: experiments/results/
+boundary_lift_bc_colour.md). The boundary is
 settled when the crossing's interval is narrower than `tolerance` (in units of the grid's span), or when the
 posterior puts the crossing beyond the grid (success stays above ½ throughout) or before it (below ½ from the
 start) with the configured confidence.
@@ -43,9 +45,9 @@ class BoundarySearch(Bandit):
     """Each arm's parameter value (for reporting the crossing in the parameter's units)."""
     log: bool = False
     """Whether the parameter acts on a log scale (values between arms are interpolated geometrically)."""
-    allocation: str = "bisection"
-    """bisection: pulls go where the crossing may be; uniform: round robin over the grid (the baseline: the same
-    model and verdict, rollouts spread evenly)."""
+    allocation: str = "uniform"
+    """uniform: round robin over the grid; bisection: pulls go where the crossing may be. Same model and verdict;
+    round robin fitted the ground-truth sweeps better (experiments/results/boundary_lift_bc_colour.md)."""
     confidence: float = 0.95
     tolerance: float = 0.1
     warmup: int = 2
@@ -166,11 +168,13 @@ class BoundarySearch(Bandit):
             verdict = "success falls below one half inside the grid"
         else:
             verdict = "undecided: the rollouts do not yet place the crossing inside or outside the grid"
+        # On a side below the nominal value the grid runs downwards: the interval's ends are ordered by value.
+        ends = sorted((self.value_at(crossing["low"]), self.value_at(crossing["high"])))
         boundary = {
             "verdict": verdict,
             "crossing": self.value_at(crossing["median"]),
-            "crossing_low": self.value_at(crossing["low"]),
-            "crossing_high": self.value_at(crossing["high"]),
+            "crossing_low": ends[0],
+            "crossing_high": ends[1],
             **{key: crossing[key] for key in ("p_before", "p_beyond")},
             "curve": [
                 {"value": v, "position": t, "success": m, "success_low": lo, "success_high": hi}

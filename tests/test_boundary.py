@@ -35,7 +35,7 @@ def test_grid_refuses_what_it_cannot_build(family, side, message):
         boundary_grid("lift", task_perturbations("lift"), family, side)
 
 
-def search_on(curve, allocation="bisection", rollouts=400, seed=0):
+def search_on(curve, allocation, rollouts=400, seed=0):
     positions = np.linspace(0.0, 1.0, 11)
     bandit = BoundarySearch(
         arms=11, seed=seed, positions=tuple(positions), values=tuple(1 + positions), allocation=allocation
@@ -53,7 +53,7 @@ def test_bisection_settles_on_the_crossing_with_rollouts_gathered_around_it():
     def logistic(t):
         return 1.0 / (1.0 + np.exp(-(4.0 - 10.0 * t)))  # success crosses one half at t = 0.4
 
-    bandit, spent = search_on(logistic)
+    bandit, spent = search_on(logistic, "bisection")
     assert bandit.settled() and spent < 400
     crossing = bandit.crossing()
     assert crossing["low"] <= 0.4 <= crossing["high"] and crossing["width"] <= 0.1
@@ -66,7 +66,7 @@ def test_bisection_settles_on_the_crossing_with_rollouts_gathered_around_it():
 
 
 def test_a_policy_that_never_falls_below_one_half_is_said_to_stay_above_it():
-    bandit, spent = search_on(lambda t: 0.95)
+    bandit, spent = search_on(lambda t: 0.95, "uniform")
     assert bandit.settled() and spent < 400 and bandit.crossing()["p_beyond"] >= 0.95
     assert bandit.report()["boundary"]["verdict"] == "success stays above one half over the whole grid"
 
@@ -135,6 +135,6 @@ def test_boundary_comparison_judges_both_allocations_on_the_sweep(tmp_path, monk
     (written,) = tmp_path.glob("boundary_*.md")
     rows = [[c.strip() for c in line.split("|")] for line in written.read_text().splitlines()]
     rows = [row for row in rows if len(row) > 2 and row[1].startswith("action_noise")]
-    assert [row[2] for row in rows] == ["bisection", "uniform"]
+    assert [row[2] for row in rows] == ["uniform", "bisection"]
     assert all(row[3] == "7 of 7 (140 in the sweep)" for row in rows)  # capped at 5% of the sweep's rollouts
     assert all(0.2 < float(row[5]) < 0.4 for row in rows)  # the sweep falls from 0.6 at 0.2 to 0.2 at 0.4
