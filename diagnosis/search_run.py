@@ -291,7 +291,9 @@ class SearchRun:
             self._tally(info)
         self.tensorboard.add_scalar("search/failures_found", self.failures_found, self.done)
         top = ""
-        if self.done % max(self.n_envs, 10) < self.n_envs or self.done >= self.total:
+        settled = self.stop_rule == "auto" and self.done < self.total and self.method.settled()
+        # The curve gets a point every 10 rollouts and where the search ends, early or not.
+        if settled or self.done % max(self.n_envs, 10) < self.n_envs or self.done >= self.total:
             estimated = self.counts.ranking()
             top = "top: " + ", ".join(estimated.top(3))
             metrics = self._metrics(self.ranking(), estimated)
@@ -299,7 +301,7 @@ class SearchRun:
             for key, value in metrics.items():
                 self.tensorboard.add_scalar(f"ranking/{key}", value, self.done)
         self.progress.update(self.done, self.failures_found, top)
-        if self.stop_rule == "auto" and self.done < self.total and self.method.settled():
+        if settled:
             self.settled_at = self.done
             return False
         return self.done < self.total and not self.stop.requested

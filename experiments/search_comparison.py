@@ -164,8 +164,13 @@ def rates_observed(rollouts: list[dict], truth: GroundTruth, names: list[str]) -
 def point(run: dict, run_dir: Path, budget: int, truth: GroundTruth, names: list[str]) -> dict:
     """A run's metrics after `budget` rollouts (or where it stopped, if earlier)."""
     rollouts = rollouts_until(run_dir, budget)
+    done = run["budget"]["rollouts_done"]
+    if budget >= done and run.get("ground_truth"):  # where the run ended: its summary's own figures
+        ranking = {"rollouts": done, **run["metrics"], **run["ground_truth"]}
+    else:
+        ranking = at_budget(run["curve"], budget)
     return {
-        **at_budget(run["curve"], budget),
+        **ranking,
         "budget_on_true_top5": spent_on_worst(rollouts, truth, names),
         **rates_observed(rollouts, truth, names),
     }
@@ -273,7 +278,11 @@ def write_results(
         "",
     ]
     lines += verdicts(config, methods, reference_budget, results)
-    lines += ["", f"Experiment wall time: {wall / 60:.0f} min."]
+    searching = sum(sum(results[m]["wall_time_s"]) for m in methods)
+    lines += [
+        "",
+        f"Search wall time, summed over the runs: {searching / 60:.0f} min (this invocation: {wall / 60:.0f} min).",
+    ]
     stem = Path(config.out) / f"search_{policy}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"config": config.__dict__, "results": results}, indent=1))

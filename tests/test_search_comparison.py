@@ -5,19 +5,19 @@ import json
 
 import numpy as np
 from test_ranking import write_truth
-from test_search_cli import CANDIDATES, FAKE
+from test_search_cli import FAKE
 
 from experiments import search_comparison
 
 
 def test_comparison_reports_every_method_at_every_budget_and_where_lucb_stopped(tmp_path, monkeypatch, capsys):
     truth = write_truth(
-        tmp_path / "truth.json",
-        {"table_color_blue": 0.0, "light_color_blue": 0.0, "cube_color_red": 1.0, "cube_heavy": 1.0},  # success
-        policy=FAKE,
-    )
+        tmp_path / "truth.json", {"table_color_blue": 0.0, "cube_color_red": 1.0}, policy=FAKE
+    )  # success
     monkeypatch.setattr(search_comparison, "default_ground_truth_path", lambda policy, task: truth)
-    overrides = f"task.horizon=40 task.perturbations={CANDIDATES} lucb:search.hyperparameters.top_k=2"
+    overrides = (
+        "task.horizon=40 task.perturbations=[table_color_blue,cube_color_red] lucb:search.hyperparameters.top_k=1"
+    )
     search_comparison.main(
         [
             f"policy={FAKE}",
@@ -33,19 +33,21 @@ def test_comparison_reports_every_method_at_every_budget_and_where_lucb_stopped(
     )
     (written,) = tmp_path.glob("search_*.json")  # named after the policy
     results = json.loads(written.read_text())["results"]
-    assert set(results["uniform"]["budgets"]) == {"10", "24"}  # the reference: 6 rollouts per perturbation
+    assert set(results["uniform"]["budgets"]) == {"10", "12"}  # the reference: 6 rollouts per perturbation
     lucb = results["lucb"]
     stopped = lucb["budgets"]["at stop"]
-    assert lucb["settled_at"][0] == stopped["rollouts"] < 24
-    # The fake policy fails exactly the blue scenes, so observed rates are exact and the top 2 is found.
+    # The fake policy fails exactly the blue scene: 4 rollouts of each arm settle the top 1 at tolerance 0.2.
+    assert lucb["settled_at"] == [8] and stopped["rollouts"] == 8 and set(lucb["budgets"]) == {"at stop"}
     assert stopped["rate_mae"][0] == 0.0 and stopped["top5_precision"][0] == 1.0
     report = written.with_suffix(".md").read_text()
-    assert "**Reference:** uniform with 6 rollouts per perturbation (24 rollouts)" in report
-    assert "- lucb: reaches both with 10 rollouts (42% of the reference)" in report  # the first curve point
+    assert "**Reference:** uniform with 6 rollouts per perturbation (12 rollouts)" in report
+    assert "- uniform: reaches both with 10 rollouts (83% of the reference)" not in report  # more than half of it
+    assert "- lucb: does not reach both within 50% of the reference's rollouts; at 8 rollouts" in report
     assert "failure-rate error 0.000 (met: <= 0.1)" in report
     printed = capsys.readouterr().out
-    assert f"top 2 settled at confidence 95% (tolerance 0.2) after {stopped['rollouts']} rollouts" in printed
-    assert f"{24 - stopped['rollouts']} of the 24-rollout budget saved" in printed
+    assert (
+        "top 1 settled at confidence 95% (tolerance 0.2) after 8 rollouts: 4 of the 12-rollout budget saved" in printed
+    )
 
 
 def test_allocation_simulation_scores_each_allocation_against_drawn_truths(tmp_path):
