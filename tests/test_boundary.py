@@ -110,6 +110,7 @@ def test_bad_boundary_input_is_refused_before_any_rollout(tmp_path, overrides, m
         prepare(config("search=boundary", *overrides), tmp_path)
 
 
+@pytest.mark.slow  # two searches of full-horizon rollouts; the boundary CLI itself is tested above
 def test_boundary_comparison_judges_both_allocations_on_the_sweep(tmp_path, monkeypatch):
     from test_ranking import write_truth
     from test_search_cli import FAKE
