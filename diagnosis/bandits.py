@@ -22,6 +22,8 @@ class Bandit:
     failures: np.ndarray = field(init=False)
     pulls: np.ndarray = field(init=False)
     rng: np.random.Generator = field(init=False, repr=False)
+    selected: int = field(init=False, default=0)
+    """Arms handed out by `round_robin` so far."""
 
     def __post_init__(self) -> None:
         self.failures = np.zeros(self.arms, dtype=np.int64)
@@ -39,6 +41,14 @@ class Bandit:
     def posterior_mean(self) -> np.ndarray:
         return (1.0 + self.failures) / (2.0 + self.pulls)
 
+    def round_robin(self, n: int) -> np.ndarray:
+        """The next `n` arms of a cycle through all of them. The cycle follows the arms handed out, not the pulls
+        counted: a rollout whose simulation failed is no pull (it says nothing about the policy), and counting
+        pulls would hand the same arm out again and again."""
+        arms = (self.selected + np.arange(n)) % self.arms
+        self.selected += n
+        return arms
+
     def settled(self) -> bool:
         """Whether the question the allocation answers is settled, so the search may stop (only `lucb` asks one)."""
         return False
@@ -53,34 +63,25 @@ class Bandit:
 
     def state(self) -> dict:
         """Everything a resumed search needs to continue exactly as an uninterrupted one would (JSON-able)."""
-        return {"failures": self.failures.tolist(), "pulls": self.pulls.tolist(), "rng": self.rng.bit_generator.state}
+        return {
+            "failures": self.failures.tolist(),
+            "pulls": self.pulls.tolist(),
+            "rng": self.rng.bit_generator.state,
+            "selected": self.selected,
+        }
 
     def load_state(self, state: dict) -> None:
         self.failures = np.asarray(state["failures"], dtype=np.int64)
         self.pulls = np.asarray(state["pulls"], dtype=np.int64)
         self.rng.bit_generator.state = state["rng"]
+        self.selected = int(state.get("selected", 0))  # checkpoints of allocations without a cycle lack it
 
 
-@dataclass
 class UniformAllocation(Bandit):
-    """Round robin: after K·n rollouts every perturbation has been tried n times.
-
-    The cycle follows the arms handed out, not the pulls counted: a rollout whose simulation failed is no pull (it
-    says nothing about the policy), and counting pulls would hand the same arm out again and again."""
-
-    selected: int = field(init=False, default=0)
+    """Round robin: after K·n rollouts every perturbation has been tried n times."""
 
     def select(self, n: int) -> np.ndarray:
-        arms = (self.selected + np.arange(n)) % self.arms
-        self.selected += n
-        return arms
-
-    def state(self) -> dict:
-        return {**super().state(), "selected": self.selected}
-
-    def load_state(self, state: dict) -> None:
-        super().load_state(state)
-        self.selected = int(state["selected"])
+        return self.round_robin(n)
 
 
 class RandomAllocation(Bandit):
@@ -131,22 +132,21 @@ class TopKIdentification(Bandit):
         a, b = 1.0 + self.failures, 1.0 + self.pulls - self.failures
         return beta.ppf(level, a, b), beta.isf(level, a, b)
 
-    def contenders(self) -> tuple[int, int]:
-        """(the weakest arm in the candidate top k, the strongest arm outside it)."""
+    def contenders(self, low: np.ndarray, high: np.ndarray) -> tuple[int, int]:
+        """(the weakest arm in the candidate top k, the strongest arm outside it), given the arms' bounds."""
         order = np.argsort(-self.posterior_mean(), kind="stable")
         inside, outside = order[: self.top_k], order[self.top_k :]
-        low, high = self.bounds()
         return int(inside[np.argmin(low[inside])]), int(outside[np.argmax(high[outside])])
 
     def select(self, n: int) -> np.ndarray:
         pulls = self.pulls.astype(float)
         chosen = []
+        weakest, strongest = self.contenders(*self.bounds())
         for _ in range(n):
             # Arms handed out in this batch count as pulled, so parallel workers do not all get the same arm.
             if pulls.min() < self.warmup:
                 arm = int(np.argmin(pulls))
             else:
-                weakest, strongest = self.contenders()
                 arm = weakest if pulls[weakest] <= pulls[strongest] else strongest
             chosen.append(arm)
             pulls[arm] += 1
@@ -155,8 +155,8 @@ class TopKIdentification(Bandit):
     def settled(self) -> bool:
         if self.pulls.min() < self.warmup:
             return False
-        weakest, strongest = self.contenders()
         low, high = self.bounds()
+        weakest, strongest = self.contenders(low, high)
         return bool(low[weakest] >= high[strongest] - self.tolerance)
 
     def answer(self) -> str:

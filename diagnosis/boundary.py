@@ -23,9 +23,9 @@ from diagnosis.bandits import Bandit
 
 INTERCEPTS = np.linspace(-6.0, 8.0, 71)
 """a: logit of success at the grid's near end (σ(8) ≈ 0.9997, σ(−6) ≈ 0.0025)."""
-ALLOCATIONS = ("bisection", "uniform")
 SLOPES = np.linspace(0.0, 40.0, 81)
 """b: how steeply the logit falls over the grid's span (40: from certain success to certain failure within 1/5)."""
+ALLOCATIONS = ("bisection", "uniform")
 
 
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, quantiles: tuple[float, ...]) -> list[float]:
@@ -107,8 +107,7 @@ class BoundarySearch(Bandit):
 
     def select(self, n: int) -> np.ndarray:
         if self.allocation == "uniform":
-            arms = (self.pulls.sum() + np.arange(n)) % self.arms
-            return arms.astype(int)
+            return self.round_robin(n)
         pulls = self.pulls.astype(float)
         chosen = []
         crossings = None

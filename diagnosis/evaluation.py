@@ -50,9 +50,10 @@ def ground_truth_stem(policy: str, task: str) -> str:
     return f"ground_truth_{task}_scripted" if policy == "scripted" else f"ground_truth_{Path(policy).name}"
 
 
-def default_ground_truth_path(policy: str, task: str) -> Path:
-    """Where experiments.ground_truth writes the singles file for a policy."""
-    return RESULTS / f"{ground_truth_stem(policy, task)}.json"
+def default_ground_truth_path(policy: str, task: str, kind: str = "singles") -> Path:
+    """Where experiments.ground_truth writes a policy's file of this kind (singles, pairs, sweeps)."""
+    suffix = "" if kind == "singles" else f"_{kind}"
+    return RESULTS / f"{ground_truth_stem(policy, task)}{suffix}.json"
 
 
 def load_ground_truth(path: str | Path, task: str | None = None, policy: str | None = None) -> GroundTruth:

@@ -39,8 +39,9 @@ from monitor.base import Monitor
 CONFIG_FILE = "config.yaml"
 MONITORS = ("fidel",)
 CONTINUOUS = "continuous"
-BOUNDARY = "boundary"
 """RoboMD's continuous search (diagnosis.continuous_search), dispatched before the discrete checks."""
+BOUNDARY = "boundary"
+"""The failure-boundary search (diagnosis.boundary): its candidates are a grid along one parameter."""
 RESUME_OVERRIDES = ("search.resume", "search.total_rollouts")
 """What a resumed run may be given: anything else would silently not apply to a run already under way."""
 
@@ -113,9 +114,7 @@ def resolve_ground_truth(cfg: DictConfig, task: TaskSpec, policy: str, kind: str
     if choice == "none":
         return None
     if choice == "auto":
-        path = default_ground_truth_path(policy, task.name)
-        if kind != "singles":
-            path = path.with_name(f"{path.stem}_{kind}.json")
+        path = default_ground_truth_path(policy, task.name, kind)
         return load_ground_truth(path, task.name, policy) if path.is_file() else None
     return load_ground_truth(choice, task.name, policy)
 
