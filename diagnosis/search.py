@@ -27,6 +27,7 @@ from diagnosis.methods import METHODS, BanditSearch, checkpoint_files
 from diagnosis.search_env import OUTCOME_SOURCES, SearchRewards
 from diagnosis.search_run import SearchRun
 from diagnosis.workers import EnvSpec
+from envs.backends import RayOptions, RolloutSettings
 from envs.choices import check_choice, unknown_choice
 from envs.cli import shown_path
 from envs.perturbations import Perturbation, get_perturbations, task_perturbations
@@ -42,8 +43,9 @@ CONTINUOUS = "continuous"
 """RoboMD's continuous search (diagnosis.continuous_search), dispatched before the discrete checks."""
 BOUNDARY = "boundary"
 """The failure-boundary search (diagnosis.boundary): its candidates are a grid along one parameter."""
-RESUME_OVERRIDES = ("search.resume", "search.total_rollouts")
-"""What a resumed run may be given: anything else would silently not apply to a run already under way."""
+RESUME_OVERRIDES = ("search.resume", "search.total_rollouts", "backend", "ray.address", "ray.num_cpus")
+"""What a resumed run may be given (a larger budget, another place to run): anything else would silently not apply
+to a run already under way."""
 
 # A resumed run writes into the directory it continues, not into a new one.
 OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh, replace=True)
@@ -150,6 +152,15 @@ def build_monitor_factory(cfg: DictConfig, task: TaskSpec, policy: str) -> Calla
     return recipe
 
 
+def resolve_backend(cfg: DictConfig) -> tuple[str, RayOptions]:
+    """Where the rollouts run (`backend`, `ray.*`), checked now rather than after the monitor is fitted."""
+    settings = cfg.get("ray") or {}
+    ray = RayOptions(address=str(settings.get("address") or ""), num_cpus=float(settings.get("num_cpus", 1)))
+    rollouts = RolloutSettings(workers=int(cfg.search.n_envs), backend=str(cfg.get("backend", "processes")), ray=ray)
+    rollouts.check()
+    return rollouts.backend, ray
+
+
 def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     """Checks the whole configuration, then fits the monitor; raises ValueError/FileNotFoundError on bad input."""
     search = cfg.search
@@ -158,6 +169,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
     if search.resume:  # before the monitor is fitted: a run that cannot continue should say so at once
         check_resumable(run_dir, str(search.method), checkpoint_files(str(search.method)))
     check_choice(search.outcome, OUTCOME_SOURCES, "search.outcome")
+    backend, ray = resolve_backend(cfg)
     if search.outcome != "sim" and cfg.monitor.method == "none":
         raise ValueError(f"search.outcome={search.outcome} needs a monitor; monitor=none gives none")
     for key in ("total_rollouts", "n_envs", "max_depth", "checkpoint_every", "ranking_states"):
@@ -200,6 +212,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> SearchRun:
         hyperparameters=hyperparameters,
         total_rollouts=int(search.total_rollouts),
         n_envs=int(search.n_envs),
+        backend=backend,
+        ray=ray,
         seed=int(cfg.seed),
         ranking_states=int(search.ranking_states),
         checkpoint_every=int(search.checkpoint_every),
@@ -242,11 +256,12 @@ def load_resumed(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     refused = [o for o in overrides if o.split("=")[0].lstrip("+~") not in RESUME_OVERRIDES]
     if refused:
         raise ValueError(
-            f"search.resume continues a run with the configuration it started with; only search.total_rollouts may "
-            f"change, got {', '.join(refused)} (start a new run to change them)"
+            f"search.resume continues a run with the configuration it started with; only search.total_rollouts, "
+            f"backend and ray.* may change, got {', '.join(refused)} (start a new run to change them)"
         )
     if any(o.startswith("search.total_rollouts=") for o in overrides):
         resumed.search.total_rollouts = cfg.search.total_rollouts
+    resumed.backend, resumed.ray = cfg.backend, cfg.ray  # where it runs never changes what it finds
     resumed.search.resume = str(run_dir)
     return resumed
 

@@ -39,6 +39,7 @@ from diagnosis.printout import TOP_K, print_ranking
 from diagnosis.progress import SearchProgress
 from diagnosis.ranking import Ranking
 from diagnosis.workers import WORKER_LOST, EnvSpec, close_workers, make_vec_env, restore_worker_states, worker_states
+from envs.backends import RayOptions
 
 RANKING_SEED = 1_000_000  # nominal initial states the RL ranking is read on: apart from every search rollout seed
 
@@ -173,10 +174,13 @@ class SearchRun:
         checkpoint_every: int,
         ground_truth: GroundTruth | None,
         stop: str = "budget",
+        backend: str = "processes",
+        ray: RayOptions | None = None,
     ):
         self.run_dir, self.config, self.spec = run_dir, config, env_spec
         self.method_name, self.hyperparameters = method, hyperparameters
         self.total, self.n_envs, self.seed = total_rollouts, n_envs, seed
+        self.backend, self.ray = backend, ray
         self.ranking_states, self.checkpoint_every = ranking_states, checkpoint_every
         self.ground_truth = ground_truth
         self.stop_rule = stop
@@ -228,7 +232,7 @@ class SearchRun:
     def run(self) -> dict[str, Any]:
         self.started = time.perf_counter()
         status = "complete"
-        self.envs = make_vec_env(self.spec, self.n_envs)
+        self.envs = make_vec_env(self.spec, self.n_envs, self.backend, self.ray)
         try:
             self.method = build_method(
                 self.method_name, self.envs, self.hyperparameters, self.seed, self.run_dir / "tensorboard"
@@ -384,6 +388,7 @@ class SearchRun:
                 "total_rollouts": self.total,
                 "rollouts_done": self.done,
                 "n_envs": self.n_envs,
+                "backend": self.backend,
                 "stop": self.stop_rule,
                 "settled_at": self.settled_at,
                 "settled": self.method.answer() if self.settled_at is not None else None,

@@ -1,9 +1,11 @@
-"""The search's rollout workers: one `FailureSearchEnv` per process, built inside it, and their orderly end.
+"""The search's rollout workers: one `FailureSearchEnv` per process or Ray actor, built inside it, and their
+orderly end.
 
 Each worker builds its own policy, monitor and renderer (a GL context must never cross a fork). Workers step in
-lockstep (SB3's SubprocVecEnv), so results arrive in worker order whatever finishes first, and every worker's
-state between rollouts can be saved and restored (`worker_states`), which is what makes a resumed search
-identical to an uninterrupted one.
+lockstep (SB3's SubprocVecEnv, or envs.backends.ray_vec_env.RayVecEnv for backend=ray), so results arrive in worker
+order whatever finishes first, and every worker's state between rollouts can be saved and restored
+(`worker_states`), which is what makes a resumed search identical to an uninterrupted one, and lets a Ray actor
+that died be replaced in the middle of a search.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ from typing import Any
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 from diagnosis.search_env import FailureSearchEnv, SearchRewards
+from envs.backends import BACKENDS, RayOptions, WorkerLost
+from envs.choices import check_choice
 from envs.perturbations import Perturbation
 from envs.tasks import TaskSpec
 from monitor.base import Monitor
 
-WORKER_LOST = (EOFError, BrokenPipeError, ConnectionError)
-"""What reading from or writing to a worker raises once its process has died (killed, out of memory, crashed)."""
+WORKER_LOST = (EOFError, BrokenPipeError, ConnectionError, WorkerLost)
+"""What reading from or writing to a worker raises once its process has died (killed, out of memory, crashed), and
+what RayVecEnv raises once an actor cannot be brought back."""
+SNAPSHOT = ("search_state", "restore_search_state")
+"""FailureSearchEnv's state between rollouts: what a replaced Ray actor is restored to."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,14 @@ def make_env(spec: EnvSpec, in_worker: bool) -> FailureSearchEnv:
     )
 
 
-def make_vec_env(spec: EnvSpec, n_envs: int) -> VecEnv:
-    """`n_envs` workers (1: in this process); VecMonitor adds search-episode returns to the agent's logs."""
+def make_vec_env(spec: EnvSpec, n_envs: int, backend: str = "processes", ray: RayOptions | None = None) -> VecEnv:
+    """`n_envs` workers (processes: 1 runs in this process; ray: always actors); VecMonitor adds search-episode
+    returns to the agent's logs."""
+    check_choice(backend, BACKENDS, "backend")
+    if backend == "ray":
+        from envs.backends.ray_vec_env import RayVecEnv
+
+        return VecMonitor(RayVecEnv([partial(make_env, spec, True)] * n_envs, ray, snapshot=SNAPSHOT))
     if n_envs == 1:
         return VecMonitor(DummyVecEnv([partial(make_env, spec, False)]))
     # forkserver: workers start from a clean process, never inheriting a GL context or torch threads.

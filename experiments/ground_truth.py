@@ -8,8 +8,9 @@ Plain rollouts, nothing learned, every case on the same seeds 0..episodes-1 (sea
   ground_truth_<policy>_pairs.json;
 - `sweeps`: seven points along each parameter of envs/perturbations/sweeps.py (failure boundaries) →
   ground_truth_<policy>_sweeps.json.
-Work is spread over `workers` processes (each opens its own renderer); finished cases are kept in a partial file,
-so an interrupted run resumes.
+Each rollout is a unit of work for the backend (`workers` processes, or Ray actors with `backend=ray`; each worker
+opens its own renderer and loads the policy once); every finished rollout is kept in a partial file, so an
+interrupted or killed run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
 
 from diagnosis.estimation import wilson_interval
 from diagnosis.evaluation import ground_truth_stem
+from envs.backends import RolloutSettings, UnitFailed, failures
 from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.markdown import markdown_table
@@ -41,12 +41,10 @@ NOMINAL = "nominal"
 
 
 @dataclass
-class GroundTruthConfig:
+class GroundTruthConfig(RolloutSettings):
     task: str = "lift"
     policy: str = "lift_bc_image"
     episodes: int = 20
-    workers: int = 2
-    """Processes (one per core is best: each renders on the CPU)."""
     out: str = "experiments/results"
     perturbation_file: str = ""
     """User-defined perturbations evaluated after the catalogue (YAML, envs/perturbations/user.py)."""
@@ -106,11 +104,27 @@ def sweep_cases(spec: TaskSpec, catalogue: dict[str, Perturbation]) -> list[Case
     ]
 
 
-def _evaluate(args: tuple[str, str, Case, int]) -> tuple[str, list[bool], list[int]]:
-    policy_name, task, case, episodes = args
-    policy, spec = load_policy(policy_name, task)
-    results = [rollout(spec, policy, list(case.perturbations), seed=seed) for seed in range(episodes)]
-    return case.name, [e.success for e in results], [e.length for e in results]
+@dataclass(frozen=True)
+class RolloutUnit:
+    """One rollout of a ground truth: what a worker needs to run it, whichever worker it is."""
+
+    policy: str
+    task: str
+    case: Case
+    seed: int
+
+
+_POLICIES: dict[tuple[str, str], tuple] = {}
+"""This worker's policies, loaded on first use."""
+
+
+def run_unit(unit: RolloutUnit) -> bool:
+    """Whether the policy succeeds in the unit's rollout."""
+    key = (unit.policy, unit.task)
+    if key not in _POLICIES:
+        _POLICIES[key] = load_policy(unit.policy, unit.task)
+    policy, spec = _POLICIES[key]
+    return rollout(spec, policy, list(unit.case.perturbations), seed=unit.seed).success
 
 
 def entry(name: str, description: str, family: str, successes: list[bool]) -> dict:
@@ -145,10 +159,23 @@ def plan(config: GroundTruthConfig, spec: TaskSpec, catalogue: dict[str, Perturb
     return single_cases(catalogue, names), stem.with_name(f"{stem.name}_subset_{digest}")
 
 
+def load_partial(path: Path) -> dict[str, dict[str, bool]]:
+    """The rollouts a stopped run finished: case name → seed (as text) → success."""
+    if not path.exists():
+        return {}
+    kept = json.loads(path.read_text())
+    # A file of whole cases (rows with `outcomes`) is read as the rollouts they hold.
+    return {
+        name: {str(seed): bool(s) for seed, s in enumerate(value["outcomes"])} if "outcomes" in value else value
+        for name, value in kept.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(GroundTruthConfig, argv)
     try:
         check_choice(config.kind, KINDS, "kind")
+        config.check()
         _, spec = load_policy(config.policy, config.task)
         catalogue = task_perturbations(spec, config.perturbation_file)
         cases, stem = plan(config, spec, catalogue)
@@ -156,19 +183,43 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     names = [case.name for case in cases]
-    by_name = {case.name: case for case in cases}
     partial_path = stem.with_suffix(".partial.json")
-    done: dict[str, dict] = json.loads(partial_path.read_text()) if partial_path.exists() else {}
-    todo = [n for n in names if n not in done]
+    outcomes = load_partial(partial_path)
+    units = [
+        RolloutUnit(config.policy, spec.name, case, seed)
+        for case in cases
+        for seed in range(config.episodes)
+        if str(seed) not in outcomes.get(case.name, {})
+    ]
     started = time.perf_counter()
-    context = get_context("spawn")  # renderers must be created inside each worker
-    with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-        jobs = pool.map(_evaluate, [(config.policy, spec.name, by_name[n], config.episodes) for n in todo])
-        for name, successes, _ in tqdm(jobs, total=len(todo), initial=0, desc="ground truth", unit="case"):
-            case = by_name[name]
-            done[name] = {**entry(name, case.description, case.family, successes), **dict(case.extra)}
-            partial_path.parent.mkdir(parents=True, exist_ok=True)
-            partial_path.write_text(json.dumps(done))
+    failed: list[UnitFailed] = []
+    partial_path.parent.mkdir(parents=True, exist_ok=True)
+    with config.open_backend() as backend:
+        bar = tqdm(total=len(cases) * config.episodes, initial=len(cases) * config.episodes - len(units))
+        bar.set_description("ground truth (rollouts)")
+        for unit, result in backend.map(run_unit, units):
+            if isinstance(result, UnitFailed):
+                failed.append(result)
+                continue
+            outcomes.setdefault(unit.case.name, {})[str(unit.seed)] = bool(result)
+            partial_path.write_text(json.dumps(outcomes))
+            bar.update()
+        bar.close()
+    if failed:
+        raise SystemExit(
+            f"error: {failures(failed)}; the other rollouts are kept in {partial_path}: rerun the same command to "
+            "retry these"
+        )
+    by_name = {case.name: case for case in cases}
+    done = {
+        n: {
+            **entry(
+                n, by_name[n].description, by_name[n].family, [outcomes[n][str(s)] for s in range(config.episodes)]
+            ),
+            **dict(by_name[n].extra),
+        }
+        for n in names
+    }
     rows = [done[n] for n in names]
     result = {
         "task": spec.name,

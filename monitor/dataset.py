@@ -37,25 +37,25 @@ Label rules (frame t is the camera frame the policy saw before its action t):
 File layout (robomimic, as `envs.hdf5.EpisodeWriter` writes it): `data/demo_i/{obs/agentview_image, obs/<low-dim>,
 actions, states, rewards, dones, anomaly, failure}`; demo attrs `split`, `kind`, `perturbation`, `family`,
 `visual_onset`, `failure_onset`, `failure_step` (-1 = none) beside seed/outcome/perturbations; `data` attrs `late_step`,
-`policy`; `mask/{fit,filter,test}` list the demos of each split. Rollouts run in `workers` processes (each with its
-own renderer); an interrupted run resumes: episodes already in the file are skipped (one a killed run left
-half-written is rewritten), and Ctrl-C waits for the episode being written.
+`policy`; `mask/{fit,filter,test}` list the demos of each split. Rollouts run on `workers` workers of the backend
+(processes, or Ray actors with `backend=ray`; each with its own renderer); an interrupted run resumes: episodes
+already in the file are skipped (one a killed run left half-written is rewritten), and Ctrl-C waits for the episode
+being written.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
+from envs.backends import Backend, RolloutSettings, UnitFailed, failures
 from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter, deferred_interrupt, demo_names
@@ -76,7 +76,7 @@ NUDGE_VISIBLE_M = 0.01
 
 
 @dataclass
-class DatasetConfig:
+class DatasetConfig(RolloutSettings):
     task: str = "lift"
     policy: str = "lift_bc_image"
     """The policy under test (a shipped checkpoint, `scripted`, or a path)."""
@@ -104,8 +104,6 @@ class DatasetConfig:
     """Cap on episode length (0 = the task's horizon); for quick tests."""
     seed: int = 0
     """Base seed; every episode's seed derives from it."""
-    workers: int = 2
-    """Rollout processes (0 = in this process)."""
     max_fit_attempts: int = 0
     """Nominal attempts allowed to find the fit episodes (0 = 2 × fit_episodes)."""
     late_quantile: float = 0.9
@@ -231,12 +229,6 @@ def fit_jobs(config: DatasetConfig, start: int, count: int) -> list[Job]:
 _WORKER: dict = {}
 
 
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def run_job(args: tuple[str, str, int, Job]) -> tuple[Job, Episode]:
     """Rolls out one job with this process's policy and runner (built on first use, renderer included)."""
     from envs.rollout import Runner
@@ -255,9 +247,13 @@ def run_job(args: tuple[str, str, int, Job]) -> tuple[Job, Episode]:
     return job, runner.run(_WORKER["policy"], perturbations, seed=job.seed, record=True)
 
 
-def _map(jobs: list[Job], config: DatasetConfig, spec_name: str, pool: ProcessPoolExecutor | None) -> Iterable:
+def _map(jobs: list[Job], config: DatasetConfig, spec_name: str, backend: Backend) -> Iterator[tuple[Job, Episode]]:
+    """The jobs' episodes in order; a job that gives none ends the run (what is written stays, a rerun resumes)."""
     args = [(spec_name, config.policy, config.horizon, job) for job in jobs]
-    return pool.map(run_job, args) if pool is not None else map(run_job, args)
+    for _, result in backend.map(run_job, args):
+        if isinstance(result, UnitFailed):
+            raise SystemExit(f"error: {failures([result])}; the episodes written so far are kept, rerun to resume")
+        yield result
 
 
 # -- the file ------------------------------------------------------------------------------------------------------
@@ -330,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _, spec = load_policy(config.policy, config.task)
         jobs = plan(config, spec)
+        config.check()
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     spec = replace(spec, horizon=config.horizon) if config.horizon else spec
@@ -340,67 +337,61 @@ def main(argv: list[str] | None = None) -> None:
     probe = Runner(spec)  # the model XML robomimic files carry; no renderer is opened
     model_xml = probe.scene.env.sim.model.get_xml()
     probe.close()
-    context = get_context("spawn")  # renderers must be created inside each worker
-    pool = ProcessPoolExecutor(config.workers, mp_context=context, initializer=_worker_init) if config.workers else None
-    try:
-        with EpisodeWriter(path, spec, model_xml) as writer:
-            data = writer.data
-            data.attrs["policy"] = config.policy
+    with config.open_backend() as backend, EpisodeWriter(path, spec, model_xml) as writer:
+        data = writer.data
+        data.attrs["policy"] = config.policy
 
-            # fit: successful nominal episodes, attempts in seed order until enough succeed
-            fit_done = sum(1 for j in done if j.split == "fit")
-            rejected = json.loads(data.attrs.get("fit_rejected_seeds", "[]"))
-            attempted = fit_done + len(rejected)
-            max_attempts = config.max_fit_attempts or 2 * config.fit_episodes
-            lengths = [int(g.attrs["num_samples"]) for g in data.values() if g.attrs["split"] == "fit"]
-            with tqdm(total=config.fit_episodes, initial=fit_done, desc="fit (nominal successes)", unit="ep") as bar:
-                while len(lengths) < config.fit_episodes and attempted < max_attempts:
-                    if hopeless(len(lengths), attempted, config.fit_episodes, max_attempts):
-                        break  # a policy that fails this often will not get there: say so now, not after every try
-                    batch = min(max(2, config.workers), max_attempts - attempted)
-                    for job, episode in _map(fit_jobs(config, attempted, batch), config, spec.name, pool):
-                        attempted += 1
-                        with deferred_interrupt():  # the attempt count (demos + rejected seeds) stays consistent
-                            if episode.success and len(lengths) < config.fit_episodes:
-                                empty = np.zeros(episode.length, dtype=np.uint8)
-                                attrs = {**_attrs(job, None), **_episode_attrs(episode)}
-                                writer.write(episode, extras={"anomaly": empty, "failure": empty}, attrs=attrs)
-                                lengths.append(episode.length)
-                                bar.update()
-                            else:
-                                rejected.append(job.seed)
-                            data.attrs["fit_rejected_seeds"] = json.dumps(rejected)
-                            writer.file.flush()
-            if len(lengths) < config.fit_episodes:
-                raise SystemExit(
-                    f"error: {config.policy} succeeded in only {len(lengths)} of {attempted} nominal episodes; "
-                    f"need fit_episodes={config.fit_episodes} within max_fit_attempts={max_attempts}, which at that "
-                    "rate it will not reach (use a better policy, lower fit_episodes or raise max_fit_attempts)"
-                )
-            late_step = int(np.ceil(np.quantile(lengths, config.late_quantile))) if lengths else spec.horizon
-            labelled = any(j.split != "fit" for j in done)
-            if labelled and int(data.attrs.get("late_step", -1)) != late_step:
-                raise SystemExit(
-                    f"error: {path} was labelled with late_step {data.attrs.get('late_step')}, these settings give "
-                    f"{late_step}; write to a new file (out=...)"
-                )
-            data.attrs["late_step"] = late_step
+        # fit: successful nominal episodes, attempts in seed order until enough succeed
+        fit_done = sum(1 for j in done if j.split == "fit")
+        rejected = json.loads(data.attrs.get("fit_rejected_seeds", "[]"))
+        attempted = fit_done + len(rejected)
+        max_attempts = config.max_fit_attempts or 2 * config.fit_episodes
+        lengths = [int(g.attrs["num_samples"]) for g in data.values() if g.attrs["split"] == "fit"]
+        with tqdm(total=config.fit_episodes, initial=fit_done, desc="fit (nominal successes)", unit="ep") as bar:
+            while len(lengths) < config.fit_episodes and attempted < max_attempts:
+                if hopeless(len(lengths), attempted, config.fit_episodes, max_attempts):
+                    break  # a policy that fails this often will not get there: say so now, not after every try
+                batch = min(max(2, config.workers), max_attempts - attempted)
+                for job, episode in _map(fit_jobs(config, attempted, batch), config, spec.name, backend):
+                    attempted += 1
+                    with deferred_interrupt():  # the attempt count (demos + rejected seeds) stays consistent
+                        if episode.success and len(lengths) < config.fit_episodes:
+                            empty = np.zeros(episode.length, dtype=np.uint8)
+                            attrs = {**_attrs(job, None), **_episode_attrs(episode)}
+                            writer.write(episode, extras={"anomaly": empty, "failure": empty}, attrs=attrs)
+                            lengths.append(episode.length)
+                            bar.update()
+                        else:
+                            rejected.append(job.seed)
+                        data.attrs["fit_rejected_seeds"] = json.dumps(rejected)
+                        writer.file.flush()
+        if len(lengths) < config.fit_episodes:
+            raise SystemExit(
+                f"error: {config.policy} succeeded in only {len(lengths)} of {attempted} nominal episodes; "
+                f"need fit_episodes={config.fit_episodes} within max_fit_attempts={max_attempts}, which at that "
+                "rate it will not reach (use a better policy, lower fit_episodes or raise max_fit_attempts)"
+            )
+        late_step = int(np.ceil(np.quantile(lengths, config.late_quantile))) if lengths else spec.horizon
+        labelled = any(j.split != "fit" for j in done)
+        if labelled and int(data.attrs.get("late_step", -1)) != late_step:
+            raise SystemExit(
+                f"error: {path} was labelled with late_step {data.attrs.get('late_step')}, these settings give "
+                f"{late_step}; write to a new file (out=...)"
+            )
+        data.attrs["late_step"] = late_step
 
-            todo = [j for j in jobs if j not in done]
-            rollouts = _map(todo, config, spec.name, pool)
-            for job, episode in tqdm(rollouts, total=len(todo), desc="filter+test", unit="ep"):
-                perturbation = catalogue[job.perturbation] if job.perturbation else None
-                labels = frame_labels(episode, perturbation, late_step, spec)
-                writer.write(  # flushed, Ctrl-C held meanwhile
-                    episode,
-                    extras={"anomaly": labels.anomaly, "failure": labels.failure},
-                    attrs={**_attrs(job, perturbation, labels), **_episode_attrs(episode)},
-                )
-            counts = write_masks(writer.file)
-            summary = _summary(writer.file)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+        todo = [j for j in jobs if j not in done]
+        rollouts = _map(todo, config, spec.name, backend)
+        for job, episode in tqdm(rollouts, total=len(todo), desc="filter+test", unit="ep"):
+            perturbation = catalogue[job.perturbation] if job.perturbation else None
+            labels = frame_labels(episode, perturbation, late_step, spec)
+            writer.write(  # flushed, Ctrl-C held meanwhile
+                episode,
+                extras={"anomaly": labels.anomaly, "failure": labels.failure},
+                attrs={**_attrs(job, perturbation, labels), **_episode_attrs(episode)},
+            )
+        counts = write_masks(writer.file)
+        summary = _summary(writer.file)
     wall = time.perf_counter() - started
     print(f"SimFails {spec.name} / {config.policy} → {path}  (late_step {late_step}, {wall:.0f} s)")
     print(f"{'split':<8}{'kind':<9}{'episodes':>9}{'failed':>8}{'frames':>8}{'anomaly':>9}{'failure':>9}")

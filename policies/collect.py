@@ -2,12 +2,15 @@
 
 DART-style: the executed arm actions carry small Gaussian noise while the recorded actions are the expert's clean
 ones, so behaviour cloning sees states off the expert's path labelled with the way back. Only successful episodes
-are kept. Re-running with the same `out` appends (numbering and seeds continue), so an interrupted run resumes (a demo
-a killed run left half-written is dropped and the next one takes its name; Ctrl-C waits for the demo being written).
+are kept. Episodes run on `workers` workers of the backend (processes, or Ray actors with `backend=ray`) and are
+kept in seed order, so the file is the same whichever ran them. Re-running with the same `out` appends (numbering and
+seeds continue), so an interrupted run resumes (a demo a killed run left half-written is dropped and the next one
+takes its name; Ctrl-C waits for the demo being written).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,9 +18,10 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from envs.backends import RolloutSettings, UnitFailed, failures
 from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter, deferred_interrupt
-from envs.rollout import get_runner
+from envs.rollout import Episode, get_runner
 from envs.tasks import get_task
 from policies.scripted import ScriptedExpert
 
@@ -25,7 +29,7 @@ DATASET_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", 
 
 
 @dataclass
-class CollectConfig:
+class CollectConfig(RolloutSettings):
     task: str = "lift"
     episodes: int = 200
     """Successful demonstrations wanted in the file (including ones already there)."""
@@ -63,26 +67,52 @@ class NoisyExpert:
         return noisy
 
 
+@dataclass(frozen=True)
+class DemoUnit:
+    """One attempt at a demonstration: what a worker needs to run it."""
+
+    task: str
+    seed: int
+    noise: float
+    yaw_jitter: float
+
+
+def run_demo(unit: DemoUnit) -> tuple[Episode, np.ndarray]:
+    """The noisy expert's episode on the unit's seed and the clean actions it was labelled with."""
+    task = get_task(unit.task)
+    policy = NoisyExpert(ScriptedExpert(task, yaw_jitter=unit.yaw_jitter, seed=unit.seed), unit.noise, unit.seed)
+    episode = get_runner(task.name).run(policy, seed=unit.seed, record=True)
+    return episode, np.asarray(policy.clean_actions)
+
+
 def collect(config: CollectConfig) -> str:
+    config.check()
     task = get_task(config.task)
     out = config.out or f"data/{task.name}_scripted.hdf5"
     runner = get_runner(task.name)
-    with EpisodeWriter(out, task, runner.scene.env.sim.model.get_xml(), obs_keys=DATASET_OBS_KEYS) as writer:
-        seed = int(writer.data.attrs.get("next_seed", config.seed))
+    with (
+        config.open_backend() as backend,
+        EpisodeWriter(out, task, runner.scene.env.sim.model.get_xml(), obs_keys=DATASET_OBS_KEYS) as writer,
+    ):
+        first = int(writer.data.attrs.get("next_seed", config.seed))
         kept, tried = len(writer), 0
         progress = tqdm(total=config.episodes, initial=kept, desc=f"demos {task.name}", unit="demo")
-        while kept < config.episodes:
-            expert = ScriptedExpert(task, yaw_jitter=config.yaw_jitter, seed=seed)
-            policy = NoisyExpert(expert, config.noise, seed)
-            episode = runner.run(policy, seed=seed, record=True)
-            seed, tried = seed + 1, tried + 1
+        units = (DemoUnit(task.name, seed, config.noise, config.yaw_jitter) for seed in itertools.count(first))
+        results = backend.map(run_demo, units) if kept < config.episodes else iter(())
+        for unit, result in results:
+            if isinstance(result, UnitFailed):
+                raise ValueError(f"{failures([result])}; the demos so far are kept, rerun to resume")
+            episode, clean_actions = result
+            tried += 1
             with deferred_interrupt():  # the seed counter and the demo it produced go in together
-                writer.data.attrs["next_seed"] = seed
+                writer.data.attrs["next_seed"] = unit.seed + 1
                 if episode.success:
-                    writer.write(episode, actions=np.asarray(policy.clean_actions))
+                    writer.write(episode, actions=clean_actions)
                     kept += 1
                     progress.update()
-            progress.set_postfix(kept=f"{kept}", success=f"{kept / max(tried, 1):.0%}" if tried else "")
+            progress.set_postfix(kept=f"{kept}", success=f"{kept / tried:.0%}")
+            if kept >= config.episodes:
+                break
         progress.close()
         writer.write_split(config.valid_fraction)
     return out

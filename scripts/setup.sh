@@ -18,12 +18,12 @@ if [ ! -f "$venv/.complete" ]; then
         # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) nothing would ever cache the
         # .pyc files, and every process (each search worker, each test subprocess) would compile torch anew.
         locked="$venv/requirements.lock.txt"
-        uv export -q --frozen --no-hashes --extra test --extra robomimic --no-emit-project -o "$locked"
+        uv export -q --frozen --no-hashes --extra test --extra robomimic --extra ray --no-emit-project -o "$locked"
         UV_SYSTEM_CERTS=1 uv pip install -q --compile-bytecode --python "$venv/bin/python" -r "$locked" \
-            -e ".[test,robomimic]"
+            -e ".[test,robomimic,ray]"
     else
         python3 -m venv "$venv"
-        "$venv/bin/pip" install -q -e ".[test,robomimic]"
+        "$venv/bin/pip" install -q -e ".[test,robomimic,ray]"
     fi
     touch "$venv/.complete"
 else

@@ -15,7 +15,7 @@ from policies.train import TrainConfig, Trainer
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     path = tmp_path_factory.mktemp("demos") / "lift.hdf5"
-    collect(CollectConfig(task="lift", episodes=3, out=str(path), valid_fraction=0.34))
+    collect(CollectConfig(task="lift", episodes=3, out=str(path), valid_fraction=0.34, workers=0))
     return path
 
 
@@ -30,10 +30,11 @@ def test_collect_writes_robomimic_layout_and_resumes(demos):
         assert json.loads(file["data"].attrs["env_args"])["env_name"] == "Lift"
         assert len(file["mask/train"]) + len(file["mask/valid"]) == 3
         next_seed = file["data"].attrs["next_seed"]
-    collect(CollectConfig(task="lift", episodes=4, out=str(demos)))
+    collect(CollectConfig(task="lift", episodes=4, out=str(demos), workers=1))  # the rest from a worker process
     with h5py.File(demos, "r") as file:
         assert demo_names(file)[-1] == "demo_3"
         assert file["data/demo_3"].attrs["seed"] >= next_seed
+        assert file["data"].attrs["next_seed"] == file["data/demo_3"].attrs["seed"] + 1
 
 
 # One architecture in the default run; the others share the whole path but the model (slow).
