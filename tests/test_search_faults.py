@@ -171,8 +171,8 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("search.n_envs=3", "only search.total_rollouts may change, got search.n_envs=3"),
-        ("monitor=fidel", "only search.total_rollouts may change, got monitor=fidel"),
+        ("search.n_envs=3", r"only search.total_rollouts, backend and ray.\* may change, got search.n_envs=3"),
+        ("monitor=fidel", r"only search.total_rollouts, backend and ray.\* may change, got monitor=fidel"),
     ],
 )
 def test_resume_refuses_overrides_it_would_ignore(interrupted_run, override, message):
