@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from envs.backends import UnitFailed, failures, open_backend
+from envs.backends import UnitFailed, failure_message, open_backend
 from envs.cli import parse_config
 from envs.markdown import markdown_table
 from envs.perturbations import task_perturbations
-from experiments.ground_truth import Case, RolloutUnit, run_unit
+from experiments.ground_truth import NOMINAL, RolloutUnit, run_unit, single_cases
 
 PERTURBATIONS = ("cube_color_red", "table_color_green", "light_dim")
 """Cycled with the nominal scene, so the timed rollouts are a ground truth's mix of successes and failures."""
@@ -46,10 +46,7 @@ def noop(unit: int) -> int:
 
 
 def units(config: ScalingConfig, count: int, start: int = 0) -> list[RolloutUnit]:
-    catalogue = task_perturbations(config.task)
-    cases = [Case("nominal", "no perturbation", "nominal", ())] + [
-        Case(n, catalogue[n].description, catalogue[n].family, (catalogue[n],)) for n in PERTURBATIONS
-    ]
+    cases = single_cases(task_perturbations(config.task), [NOMINAL, *PERTURBATIONS])
     return [RolloutUnit(config.policy, config.task, cases[i % len(cases)], seed=i) for i in range(start, start + count)]
 
 
@@ -64,7 +61,7 @@ def measure(config: ScalingConfig, backend_name: str, workers: int) -> dict:
         overhead = (time.perf_counter() - done) / config.noop_units
     failed = [r for _, r in warm + timed + noops if isinstance(r, UnitFailed)]
     if failed:
-        raise SystemExit(f"error: {failures(failed)}")
+        raise SystemExit(f"error: {failure_message(failed)}")
     return {
         "backend": backend_name,
         "workers": workers,

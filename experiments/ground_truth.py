@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from diagnosis.estimation import wilson_interval
 from diagnosis.evaluation import ground_truth_stem
-from envs.backends import RolloutSettings, UnitFailed, failures
+from envs.backends import RolloutSettings, UnitFailed, failure_message
 from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.markdown import markdown_table
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         bar.close()
     if failed:
         raise SystemExit(
-            f"error: {failures(failed)}; the other rollouts are kept in {partial_path}: rerun the same command to "
-            "retry these"
+            f"error: {failure_message(failed)}; the other rollouts are kept in {partial_path}: rerun the same command "
+            "to retry these"
         )
     by_name = {case.name: case for case in cases}
     done = {

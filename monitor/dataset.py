@@ -55,7 +55,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from envs.backends import Backend, RolloutSettings, UnitFailed, failures
+from envs.backends import Backend, RolloutSettings, UnitFailed, failure_message
 from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter, deferred_interrupt, demo_names
@@ -252,7 +252,9 @@ def _map(jobs: list[Job], config: DatasetConfig, spec_name: str, backend: Backen
     args = [(spec_name, config.policy, config.horizon, job) for job in jobs]
     for _, result in backend.map(run_job, args):
         if isinstance(result, UnitFailed):
-            raise SystemExit(f"error: {failures([result])}; the episodes written so far are kept, rerun to resume")
+            raise SystemExit(
+                f"error: {failure_message([result])}; the episodes written so far are kept, rerun to resume"
+            )
         yield result
 
 

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from envs.backends import RolloutSettings, UnitFailed, failures
+from envs.backends import RolloutSettings, UnitFailed, failure_message
 from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter, deferred_interrupt
 from envs.rollout import Episode, get_runner
@@ -101,7 +101,7 @@ def collect(config: CollectConfig) -> str:
         results = backend.map(run_demo, units) if kept < config.episodes else iter(())
         for unit, result in results:
             if isinstance(result, UnitFailed):
-                raise ValueError(f"{failures([result])}; the demos so far are kept, rerun to resume")
+                raise ValueError(f"{failure_message([result])}; the demos so far are kept, rerun to resume")
             episode, clean_actions = result
             tried += 1
             with deferred_interrupt():  # the seed counter and the demo it produced go in together

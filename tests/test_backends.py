@@ -15,7 +15,7 @@ from test_search_cli import config
 from test_search_faults import assert_same_run
 
 from diagnosis.search import run_search
-from envs.backends import RayOptions, RolloutSettings, UnitFailed, failures, open_backend
+from envs.backends import RayOptions, RolloutSettings, UnitFailed, failure_message, open_backend
 from envs.cli import parse_config
 from experiments.ground_truth import GroundTruthConfig
 from experiments.ground_truth import main as ground_truth
@@ -65,7 +65,7 @@ def test_results_come_in_order_a_killed_worker_is_replaced_and_a_unit_error_is_n
         ((_, after),) = backend.map(backend_units.square, [4])
         assert isinstance(lost, UnitFailed) and lost.attempts == 2 and "died 2 times" in lost.error
         assert after == 16  # its worker was replaced once more, for the units after it
-        assert "1 unit(s) failed (0: its worker died 2 times" in failures([lost])
+        assert "1 unit(s) failed (0: its worker died 2 times" in failure_message([lost])
 
 
 def test_workers_zero_runs_units_in_this_process():

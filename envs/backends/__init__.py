@@ -64,15 +64,7 @@ class RolloutSettings:
     def check(self) -> None:
         """ValueError for settings that cannot run (before any work starts): an unknown backend, negative workers,
         backend=ray without Ray installed or with ray.num_cpus <= 0."""
-        check_choice(self.backend, BACKENDS, "backend")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.backend == "ray":
-            from envs.backends.ray_actors import import_ray
-
-            import_ray()
-            if self.ray.num_cpus <= 0:
-                raise ValueError(f"ray.num_cpus must be > 0, got {self.ray.num_cpus}")
+        check_settings(self.backend, self.workers, self.ray)
 
     def open_backend(self) -> Backend:
         return open_backend(self.backend, workers=self.workers, ray=self.ray)
@@ -206,13 +198,25 @@ class Backend:
             return UnitFailed(unit, self.describe_error(exc), attempt)
 
 
+def check_settings(name: str, workers: int, ray: RayOptions) -> None:
+    """ValueError for settings that cannot run: an unknown backend, negative workers, backend=ray without Ray
+    installed or with ray.num_cpus <= 0."""
+    check_choice(name, BACKENDS, "backend")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if name == "ray":
+        from envs.backends.ray_actors import import_ray
+
+        import_ray()
+        if ray.num_cpus <= 0:
+            raise ValueError(f"ray.num_cpus must be > 0, got {ray.num_cpus}")
+
+
 def open_backend(
     name: str = "processes", *, workers: int = 2, ray: RayOptions | None = None, retries: int = DEFAULT_RETRIES
 ) -> Backend:
     """The backend `name` with `workers` workers (0: run units in this process, whatever the backend)."""
-    check_choice(name, BACKENDS, "backend")
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
+    check_settings(name, workers, ray or RayOptions())
     if workers == 0:
         return Backend([InProcessWorker()], retries)
     if name == "ray":
@@ -224,7 +228,7 @@ def open_backend(
     return ProcessBackend(workers, retries)
 
 
-def failures(results: Iterable[UnitFailed]) -> str:
+def failure_message(results: Iterable[UnitFailed]) -> str:
     """Failed units as one message: how many, and the first few with their errors."""
     results = list(results)
     shown = "; ".join(f"{r.unit}: {r.error}" for r in results[:3])

@@ -25,8 +25,6 @@ def connect(options: RayOptions, workers: int) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
-    if options.num_cpus <= 0:
-        raise ValueError(f"ray.num_cpus must be > 0, got {options.num_cpus}")
     local = not options.address
     ray.init(
         address=options.address or None,
