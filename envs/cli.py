@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import shlex
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -126,3 +127,22 @@ def shown_path(path: str | Path) -> Path:
     """`path` as a CLI prints it: relative to the working directory when inside it, else as given."""
     path = Path(path)
     return path.relative_to(Path.cwd()) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path
+
+
+def command_line(module: str, config: object) -> str:
+    """The command that rebuilds `config` with parse_config: `python -m module` and each key that differs from
+    its default (nested dataclasses as dotted keys), quoted for a shell."""
+    defaults = type(config)()
+    changed = []
+
+    def walk(value: object, default: object, prefix: str) -> None:
+        for field in dataclasses.fields(value):
+            mine, theirs = getattr(value, field.name), getattr(default, field.name)
+            if dataclasses.is_dataclass(mine):
+                walk(mine, theirs, f"{prefix}{field.name}.")
+            elif mine != theirs:
+                shown = f"[{','.join(map(str, mine))}]" if isinstance(mine, (list, tuple)) else str(mine)
+                changed.append(shlex.quote(f"{prefix}{field.name}={shown}"))
+
+    walk(config, defaults, "")
+    return " ".join([f"python -m {module}", *changed])

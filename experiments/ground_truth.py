@@ -172,7 +172,14 @@ def load_partial(path: Path) -> dict[str, dict[str, bool]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_config(GroundTruthConfig, argv)
+    lines, rows = evaluate(parse_config(GroundTruthConfig, argv))
+    print("\n".join(lines[4:]))
+    print(f"perturbations_below_50pct: {sum(r['success_rate'] < 0.5 for r in rows)}")
+
+
+def evaluate(config: GroundTruthConfig) -> tuple[list[str], list[dict]]:
+    """Runs (or resumes) the ground truth `config` asks for and writes its .json and .md; returns the .md's lines
+    and the rows. A bad configuration or failed rollouts exit with a one-line error."""
     try:
         check_choice(config.kind, KINDS, "kind")
         config.check()
@@ -257,9 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
     ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    below = sum(r["success_rate"] < 0.5 for r in rows)
-    print("\n".join(lines[4:]))
-    print(f"perturbations_below_50pct: {below}")
+    return lines, rows
 
 
 if __name__ == "__main__":

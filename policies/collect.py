@@ -21,6 +21,7 @@ from tqdm import tqdm
 from envs.backends import RolloutSettings, UnitFailed, failure_message
 from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter, deferred_interrupt
+from envs.perturbations import get_perturbations, validate_composition
 from envs.rollout import Episode, get_runner
 from envs.tasks import get_task
 from policies.scripted import ScriptedExpert
@@ -43,6 +44,14 @@ class CollectConfig(RolloutSettings):
     seed: int = 0
     """Seed of the first episode of a new file."""
     valid_fraction: float = 0.1
+    perturbations: str = ""
+    """Collect under these perturbations, applied together (comma-separated catalogue or user names; a composed
+    mode's parts `a+b` count as a and b). The expert acts on simulator state, so it succeeds under what only changes
+    the picture; what changes the physics may defeat it (see max_attempts)."""
+    perturbation_file: str = ""
+    """User-defined perturbations (YAML, envs/perturbations/user.py) the names may refer to."""
+    max_attempts: int = 0
+    """Stop after this many episodes in the file have been tried, kept or not (0: no limit)."""
 
 
 class NoisyExpert:
@@ -75,19 +84,31 @@ class DemoUnit:
     seed: int
     noise: float
     yaw_jitter: float
+    perturbations: tuple[str, ...] = ()
+    """Names of the perturbations applied together."""
+    perturbation_file: str = ""
+
+
+def mode_parts(names: str) -> tuple[str, ...]:
+    """Perturbation names from a comma-separated list whose items may be composed modes (`a+b`)."""
+    return tuple(part.strip() for name in names.split(",") for part in name.split("+") if part.strip())
 
 
 def run_demo(unit: DemoUnit) -> tuple[Episode, np.ndarray]:
     """The noisy expert's episode on the unit's seed and the clean actions it was labelled with."""
     task = get_task(unit.task)
     policy = NoisyExpert(ScriptedExpert(task, yaw_jitter=unit.yaw_jitter, seed=unit.seed), unit.noise, unit.seed)
-    episode = get_runner(task.name).run(policy, seed=unit.seed, record=True)
+    perturbations = get_perturbations(task, unit.perturbations, unit.perturbation_file) if unit.perturbations else []
+    episode = get_runner(task.name).run(policy, perturbations, seed=unit.seed, record=True)
     return episode, np.asarray(policy.clean_actions)
 
 
 def collect(config: CollectConfig) -> str:
     config.check()
     task = get_task(config.task)
+    parts = mode_parts(config.perturbations)
+    if parts:
+        validate_composition(task, get_perturbations(task, parts, config.perturbation_file))
     out = config.out or f"data/{task.name}_scripted.hdf5"
     runner = get_runner(task.name)
     with (
@@ -96,8 +117,16 @@ def collect(config: CollectConfig) -> str:
     ):
         first = int(writer.data.attrs.get("next_seed", config.seed))
         kept, tried = len(writer), 0
+        seeds = itertools.count(first)
+        if config.max_attempts:  # attempts of earlier runs count: the file's seeds run on from `seed`
+            started = int(writer.data.attrs.get("first_seed", config.seed))
+            seeds = range(first, max(first, started + config.max_attempts))
+        writer.data.attrs.setdefault("first_seed", first)
         progress = tqdm(total=config.episodes, initial=kept, desc=f"demos {task.name}", unit="demo")
-        units = (DemoUnit(task.name, seed, config.noise, config.yaw_jitter) for seed in itertools.count(first))
+        units = (
+            DemoUnit(task.name, seed, config.noise, config.yaw_jitter, parts, config.perturbation_file)
+            for seed in seeds
+        )
         results = backend.map(run_demo, units) if kept < config.episodes else iter(())
         for unit, result in results:
             if isinstance(result, UnitFailed):
@@ -132,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{out}: {demos} demos, {samples} samples, "
             f"train {len(file['mask/train'])} / valid {len(file['mask/valid'])}"
         )
+        tried = int(file["data"].attrs["next_seed"]) - int(file["data"].attrs.get("first_seed", config.seed))
+    if demos < config.episodes:
+        print(f"stopped at max_attempts={config.max_attempts}: the expert succeeded in {demos} of {tried} episodes")
     print(f"demos: {demos}")
 
 

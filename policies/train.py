@@ -24,7 +24,7 @@ from envs.rollout import get_runner
 from envs.tasks import get_task
 from policies.augment import AUGMENTATIONS
 from policies.base import image_key
-from policies.checkpoint import CONFIG, Checkpoint, Normalization, save_checkpoint
+from policies.checkpoint import CONFIG, Checkpoint, Normalization, load_checkpoint, save_checkpoint
 from policies.diffusion import noise_prediction_loss, training_schedule
 from policies.learned import PROPRIO_KEYS, STATE_KEY, BCPolicy
 from policies.models import ARCHS, ModelConfig, build_model
@@ -38,7 +38,10 @@ class TrainConfig:
     arch: str = "bc_image"
     """bc_image | bc_rnn | bc_lowdim | diffusion"""
     data: str = ""
-    """Demonstrations (default data/<task>_scripted.hdf5)."""
+    """Demonstrations: one HDF5 file or several, comma-separated (default data/<task>_scripted.hdf5)."""
+    init: str = ""
+    """Fine-tune this FailScope checkpoint instead of starting from random weights: its model settings and input
+    normalisation are kept (`arch` must name its architecture)."""
     out: str = ""
     """Checkpoint directory (default runs/train/<task>_<arch>)."""
     epochs: int = 40
@@ -70,6 +73,29 @@ class Arrays:
     starts: np.ndarray
     """Index of each sample's episode start (for RNN windows)."""
     ends: np.ndarray
+
+
+def load_many(paths: list[str], split: str, camera: str, with_images: bool, max_demos: int = 0) -> Arrays:
+    """The `split` of several files as one set of arrays (`max_demos` applies to the first file only: the others
+    are what fine-tuning adds). A file may have none of the split (a few added demos may all be for training), as
+    long as one of them has some."""
+    parts = []
+    for i, path in enumerate(paths):
+        with h5py.File(path, "r") as file:
+            if not demo_names(file, split):
+                continue
+        parts.append(load_arrays(path, split, camera, with_images, max_demos if i == 0 else 0))
+    if not parts:
+        raise ValueError(f"{', '.join(paths)}: no demonstrations in split {split!r}")
+    offsets = np.cumsum([0] + [len(part.actions) for part in parts[:-1]])
+    return Arrays(
+        images=np.concatenate([part.images for part in parts]) if with_images else np.zeros((0,)),
+        proprio=np.concatenate([part.proprio for part in parts]),
+        state=np.concatenate([part.state for part in parts]),
+        actions=np.concatenate([part.actions for part in parts]),
+        starts=np.concatenate([part.starts + offset for part, offset in zip(parts, offsets)]),
+        ends=np.concatenate([part.ends + offset for part, offset in zip(parts, offsets)]),
+    )
 
 
 def load_arrays(path: str, split: str, camera: str, with_images: bool, max_demos: int = 0) -> Arrays:
@@ -116,6 +142,18 @@ def check_dataset(path: str) -> None:
             raise ValueError(f"{path} has no mask/train split")
 
 
+def load_start(path: str, arch: str, task: str) -> Checkpoint:
+    """The checkpoint a fine-tuning starts from, checked against what the run was asked to train."""
+    start = load_checkpoint(path)
+    if start.model_config.arch != arch:
+        raise ValueError(
+            f"init checkpoint {path} is a {start.model_config.arch} policy; pass arch={start.model_config.arch}"
+        )
+    if start.task != task:
+        raise ValueError(f"init checkpoint {path} was trained for task {start.task!r}, not {task!r}")
+    return start
+
+
 def center(images: np.ndarray, size: int) -> np.ndarray:
     top = (images.shape[-3] - size) // 2
     return images[..., top : top + size, top : top + size, :]
@@ -128,31 +166,41 @@ class Trainer:
             check_choice(name, AUGMENTATIONS, "augment")
         self.config = config
         self.task = get_task(config.task)
-        self.data_path = config.data or f"data/{self.task.name}_scripted.hdf5"
-        check_dataset(self.data_path)
+        self.data_paths = [p.strip() for p in config.data.split(",") if p.strip()] or [
+            f"data/{self.task.name}_scripted.hdf5"
+        ]
+        for path in self.data_paths:
+            check_dataset(path)
+        self.data_path = ",".join(self.data_paths)
         self.out = Path(config.out or f"runs/train/{self.task.name}_{config.arch}")
+        start = load_start(config.init, config.arch, self.task.name) if config.init else None
         with_images = config.arch != "bc_lowdim"
-        self.train = load_arrays(self.data_path, "train", self.task.camera, with_images, config.max_demos)
-        self.valid = load_arrays(self.data_path, "valid", self.task.camera, with_images)
-        self.norm = Normalization(
-            proprio_mean=self.train.proprio.mean(0).tolist(),
-            proprio_std=np.maximum(self.train.proprio.std(0), 1e-3).tolist(),
-            state_mean=self.train.state.mean(0).tolist(),
-            state_std=np.maximum(self.train.state.std(0), 1e-3).tolist(),
-        )
-        self.model_config = ModelConfig(
-            arch=config.arch,
-            image_size=self.task.image_size,
-            crop_size=self.task.image_size - 8,
-            state_dim=self.train.state.shape[1],
-            window=config.window,
-            channels=tuple(config.channels),
-            keypoints=config.keypoints,
-        )
+        self.train = load_many(self.data_paths, "train", self.task.camera, with_images, config.max_demos)
+        self.valid = load_many(self.data_paths, "valid", self.task.camera, with_images)
+        if start is not None:
+            self.norm, self.model_config = start.normalization, start.model_config
+        else:
+            self.norm = Normalization(
+                proprio_mean=self.train.proprio.mean(0).tolist(),
+                proprio_std=np.maximum(self.train.proprio.std(0), 1e-3).tolist(),
+                state_mean=self.train.state.mean(0).tolist(),
+                state_std=np.maximum(self.train.state.std(0), 1e-3).tolist(),
+            )
+            self.model_config = ModelConfig(
+                arch=config.arch,
+                image_size=self.task.image_size,
+                crop_size=self.task.image_size - 8,
+                state_dim=self.train.state.shape[1],
+                window=config.window,
+                channels=tuple(config.channels),
+                keypoints=config.keypoints,
+            )
         self.augmentations = [AUGMENTATIONS[name](self.model_config.crop_size) for name in config.augment]
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.model = build_model(self.model_config)
+        if start is not None:
+            self.model.load_state_dict(start.state_dict)
         self.schedule = training_schedule(self.model_config) if config.arch == "diffusion" else None
 
     def _batch(self, arrays: Arrays, index: np.ndarray, train: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:

@@ -108,6 +108,7 @@ def test_ground_truth_is_the_same_on_ray_as_in_process(ray_cluster, tmp_path):
     assert rows["ray"] == rows["processes"] and len(rows["ray"]) == 2
 
 
+@pytest.mark.slow  # two searches and restarted actors; the default suite kills a Ray actor under Backend.map
 def test_search_on_ray_with_actors_killed_mid_run_equals_the_same_search_on_processes(ray_cluster, tmp_path):
     """Both workers die at the start of their second rollout: each is replaced, restored to where it stood and
     reruns that rollout, so the run is rollout for rollout the one two local processes give."""

@@ -23,6 +23,7 @@ def test_entry_records_rate_interval_and_outcomes():
     assert row["wilson95"][0] < 0.75 < row["wilson95"][1]
 
 
+@pytest.mark.slow  # rollouts of pairs; composed candidates are rolled out in test_composed
 def test_pairs_are_a_seeded_sample_of_compatible_pairs_evaluated_like_singles(tmp_path):
     from experiments.ground_truth import main, pair_cases
 

@@ -89,6 +89,7 @@ print("|".join(map(str, fields)))
 """
 
 
+@pytest.mark.slow  # imports LeRobot's reader; the layout test checks every step and frame
 def test_lerobots_own_reader_loads_the_export_offline(search_file, tmp_path):
     uv = shutil.which("uv")
     if uv is None:

@@ -5,11 +5,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from monitor.bench import AGREEMENT
 
 LAST_LINE = re.compile(r"ms_per_frame: ([\d.]+)  speedup_vs_pot: ([\d.]+) \(range ([\d.]+)–([\d.]+)\)")
 
 
+@pytest.mark.slow  # a benchmark script end to end; POT agreement is checked in test_monitor_ot
 def test_bench_defaults_agree_with_pot_and_end_with_machine_readable_line(tmp_path):
     budget = ["episodes=6", "alpha=0.5", "frames=3", "repeats=2", "numpy_frames=1"]
     result = subprocess.run(

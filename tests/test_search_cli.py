@@ -46,7 +46,10 @@ def run_cli(*args, **kwargs):
     )
 
 
-@pytest.mark.parametrize("method", ["a2c", "uniform", "random", "thompson"])
+# The default suite runs one method end to end (the methods' own logic has unit tests); the slow one runs each.
+@pytest.mark.parametrize(
+    "method", ["uniform", *(pytest.param(m, marks=pytest.mark.slow) for m in ("a2c", "random", "thompson"))]
+)
 def test_every_method_ranks_and_reports(tmp_path, method):
     extra = ["search.hyperparameters.n_steps=4"] if method == "a2c" else []
     summary = run_search(config(f"search={method}", "search.total_rollouts=4", *extra), tmp_path)

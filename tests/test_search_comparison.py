@@ -4,12 +4,14 @@ failure-rate error against the ground truth, and the verdict lines naming each t
 import json
 
 import numpy as np
+import pytest
 from test_ranking import write_truth
 from test_search_cli import FAKE
 
 from experiments import search_comparison
 
 
+@pytest.mark.slow  # an experiment script end to end (several searches)
 def test_comparison_reports_every_method_at_every_budget_and_where_lucb_stopped(tmp_path, monkeypatch, capsys):
     truth = write_truth(
         tmp_path / "truth.json", {"table_color_blue": 0.0, "cube_color_red": 1.0}, policy=FAKE

@@ -4,6 +4,7 @@ the same seed giving the same run, and resumes that cannot continue refused in o
 Faults are injected by the policy under test at a given rollout (tests.fake_policies), never by a timer.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -62,18 +63,27 @@ def cli(*args, env=None, timeout=600):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """Reference runs (no fault) of uniform and PPO, 6 rollouts each, in-process."""
-    runs = {}
-    for method, extra in (("uniform", []), ("ppo", PPO_SETTINGS)):
+    """Reference runs (no fault) of a method, 6 rollouts, in-process: `uninterrupted(method)`, each run once."""
+
+    @functools.cache
+    def reference(method: str) -> Path:
         out = tmp_path_factory.mktemp(f"reference_{method}")
-        run_search(config(f"search={method}", "search.total_rollouts=6", *extra), out)
-        runs[method] = out
-    return runs
+        run_search(
+            config(f"search={method}", "search.total_rollouts=6", *(PPO_SETTINGS if method == "ppo" else [])), out
+        )
+        return out
+
+    return reference
 
 
 # uniform: stopped at a safe point; ppo: stopped mid-collection, so resume reruns rollouts after its checkpoint.
 @pytest.mark.parametrize(
-    "method, after", [("uniform", 1), pytest.param("uniform", 4, marks=pytest.mark.slow), ("ppo", 3)]
+    "method, after",
+    [
+        ("uniform", 1),
+        pytest.param("uniform", 4, marks=pytest.mark.slow),
+        pytest.param("ppo", 3, marks=pytest.mark.slow),
+    ],
 )
 def test_ctrl_c_at_any_rollout_keeps_each_finished_one_once_and_resume_ends_as_uninterrupted(
     tmp_path, monkeypatch, uninterrupted, method, after
@@ -94,7 +104,7 @@ def test_ctrl_c_at_any_rollout_keeps_each_finished_one_once_and_resume_ends_as_u
         tmp_path,
     )
     assert resumed["status"] == "complete" and resumed["budget"]["rollouts_done"] == 6
-    assert_same_run(tmp_path, uninterrupted[method])
+    assert_same_run(tmp_path, uninterrupted(method))
 
 
 def parallel(*extra):

@@ -90,6 +90,7 @@ def test_envs_list_and_policies_evaluate_take_the_file(user_file, capsys):
     assert episodes[0].perturbations == ("cube_color_teal",) and episodes[0].success
 
 
+@pytest.mark.slow  # rollouts; the search test takes the same file
 def test_ground_truth_evaluates_a_user_perturbation_into_its_own_file(user_file, tmp_path):
     from experiments.ground_truth import main as ground_truth
 
