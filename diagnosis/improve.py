@@ -1,7 +1,8 @@
 """`python -m diagnosis.improve run=<search run> top_k=5 demos=20`: fine-tune the policy under test on the failure
 modes a search found, and measure what that repaired.
 
-1. **Modes**: the run's top_k modes by estimated failure rate (summary.json's ranking).
+1. **Modes**: the run's first top_k single modes by estimated failure rate (summary.json's ranking; composed
+   candidates are not repaired here).
 2. **Targeted demonstrations**: `demos` scripted-expert demonstrations under each mode (policies.collect; seeds
    from DEMO_SEED on, which no evaluation uses). The expert acts on simulator state, so what only changes the
    picture does not defeat it; a mode where it succeeds in fewer than half of its attempts is skipped and reported.

@@ -3,6 +3,7 @@ ending in one `error:` line that names the problem and what to do (tiny files bu
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 
@@ -188,3 +189,13 @@ def test_every_console_script_names_a_module_main():
     for name, target in scripts.items():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), name
+
+
+def test_command_line_rebuilds_the_config_it_was_given():
+    from diagnosis.improve import ImproveConfig
+    from envs.cli import command_line, parse_config
+
+    config = parse_config(ImproveConfig, ["run=runs/a b", "top_k=3", "ray.num_cpus=2", "control=false"])
+    command = command_line("diagnosis.improve", config)
+    assert command == "python -m diagnosis.improve ray.num_cpus=2.0 'run=runs/a b' top_k=3 control=False"
+    assert parse_config(ImproveConfig, shlex.split(command)[3:]) == config

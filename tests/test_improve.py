@@ -36,11 +36,13 @@ def arguments(run: Path, out: Path, *extra: str) -> list[str]:
     return [f"run={run}", f"out={out}", "top_k=2", "demos=1", "epochs=1", "episodes=1", "workers=0", *extra]
 
 
-def test_improve_collects_fine_tunes_evaluates_and_searches_again(search_run, tmp_path, capsys):
+# The search again is diagnosis.search on the new checkpoint (tested on its own): only in the slow suite here.
+@pytest.mark.parametrize("iterate", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_improve_collects_fine_tunes_evaluates_and_resumes(search_run, tmp_path, capsys, iterate):
     run, policy = search_run
     ranked = [r["perturbation"] for r in json.loads((run / "summary.json").read_text())["ranking"]]
     out = tmp_path / "improve"
-    improve.main(arguments(run, out, f"results={tmp_path / 'results' / 'improve_lift'}"))
+    improve.main(arguments(run, out, f"results={tmp_path / 'results' / 'improve_lift'}", f"iterate={iterate}"))
     result = json.loads((out / "improve.json").read_text())
     assert result["modes"] == ranked[:2] and result["targeted"] == ranked[:2]
     for mode in ranked[:2]:  # one expert demonstration under each mode, recorded with it
@@ -62,7 +64,10 @@ def test_improve_collects_fine_tunes_evaluates_and_searches_again(search_run, tm
     for arm in arms.values():  # one rollout per mode: every success is 0 or 1, the distance a mean failure rate
         assert arm["groups"]["targeted"]["episodes"] == 2 and 0 <= arm["wasserstein_to_ideal"] <= 1
     assert [v["target"].split(" ")[0] for v in result["comparison"]["verdicts"]] == ["targeted", "nominal", "targeted"]
-    assert len(result["search_after"]["top"]) == 2 and (out / "search_after" / "summary.json").is_file()
+    if iterate:
+        assert len(result["search_after"]["top"]) == 2 and (out / "search_after" / "summary.json").is_file()
+    else:
+        assert "search_after" not in result
     markdown = (tmp_path / "results" / "improve_lift.md").read_text()
     assert "## Targets" in markdown and "(improve_lift_radar_before_after.png)" in markdown
     assert (tmp_path / "results" / "improve_lift_radar_before_after.png").is_file()
@@ -74,7 +79,7 @@ def test_improve_collects_fine_tunes_evaluates_and_searches_again(search_run, tm
     with pytest.MonkeyPatch.context() as patch:  # the same command again finds every step done
         patch.setattr(improve, "collect", no_rollouts)
         patch.setattr("experiments.ground_truth.evaluate", no_rollouts)
-        improve.main(arguments(run, out))
+        improve.main(arguments(run, out, f"iterate={iterate}"))
     assert json.loads((out / "improve.json").read_text())["comparison"] == result["comparison"]
 
 
