@@ -71,6 +71,8 @@ class ImproveConfig(RolloutSettings):
     """Also fine-tune on as many demonstrations under random perturbations (the control at equal data)."""
     iterate: bool = True
     """Search the fine-tuned policy again with the run's settings."""
+    search_rollouts: int = 0
+    """Budget of that search (0: the run's own)."""
     out: str = ""
     """Output directory (default runs/improve/<run name>)."""
     results: str = ""
@@ -300,6 +302,8 @@ class Improvement:
         cfg.policy.name = str(policy)
         cfg.ground_truth = str(truth.path)
         cfg.backend, cfg.ray = self.config.backend, asdict(self.config.ray)
+        if self.config.search_rollouts:
+            cfg.search.total_rollouts = self.config.search_rollouts
         cfg.search.resume = str(run_dir) if (run_dir / "state.json").is_file() else None
         return run_search(cfg, run_dir)
 
