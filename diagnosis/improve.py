@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
 from diagnosis.improvement import GROUPS, NOMINAL, Targets, before_after_radar, compare_truths
-from envs.backends import RolloutSettings
+from envs.backends import Backend, RolloutSettings
 from envs.cli import command_line, parse_config
 from envs.markdown import markdown_table
 from envs.perturbations import task_perturbations
@@ -151,6 +151,8 @@ class Improvement:
         self.out = Path(config.out or Path("runs/improve") / Path(config.run).name)
         self.out.mkdir(parents=True, exist_ok=True)
         self.name = Path(self.policy).name
+        self.backend: Backend | None = None
+        """The workers demonstrations are collected on, while the collection steps run."""
 
     def settings(self) -> dict:
         """The rollout settings every step passes on."""
@@ -173,7 +175,8 @@ class Improvement:
                 seed=seed,
                 max_attempts=2 * episodes,
                 **self.settings(),
-            )
+            ),
+            backend=self.backend,
         )
         return demos_in(out)
 
@@ -312,15 +315,16 @@ class Improvement:
 
     def run(self) -> dict:
         started = time.perf_counter()
-        targeted = self.targeted_demos()
-        used = [m for m, v in targeted.items() if v["used"]]
-        if not used:
-            raise ValueError(f"the scripted expert fails under every chosen mode ({', '.join(self.modes)})")
-        files = {"targeted": [targeted[m]["file"] for m in used]}
-        control = {}
-        if self.config.control:
-            control = self.control_demos(sum(targeted[m]["demos"] for m in used))
-            files["control"] = [v["file"] for v in control.values()]
+        with self.config.open_backend() as self.backend:  # one set of workers for every file of demonstrations
+            targeted = self.targeted_demos()
+            used = [m for m, v in targeted.items() if v["used"]]
+            if not used:
+                raise ValueError(f"the scripted expert fails under every chosen mode ({', '.join(self.modes)})")
+            files = {"targeted": [targeted[m]["file"] for m in used]}
+            control = {}
+            if self.config.control:
+                control = self.control_demos(sum(targeted[m]["demos"] for m in used))
+                files["control"] = [v["file"] for v in control.values()]
         checkpoints = {arm: self.fine_tune(arm, files[arm]) for arm in ARMS if arm in files}
         result = {
             "command": self.command(),

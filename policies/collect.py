@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
-from envs.backends import RolloutSettings, UnitFailed, failure_message
+from envs.backends import Backend, RolloutSettings, UnitFailed, failure_message
 from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter, deferred_interrupt
 from envs.perturbations import get_perturbations, validate_composition
@@ -103,7 +104,9 @@ def run_demo(unit: DemoUnit) -> tuple[Episode, np.ndarray]:
     return episode, np.asarray(policy.clean_actions)
 
 
-def collect(config: CollectConfig) -> str:
+def collect(config: CollectConfig, backend: Backend | None = None) -> str:
+    """Collects into `config.out` (see the module docstring); `backend`: workers already open to run the episodes
+    on (a caller collecting several files keeps one set), else the config's own are opened and closed."""
     config.check()
     task = get_task(config.task)
     parts = mode_parts(config.perturbations)
@@ -112,7 +115,7 @@ def collect(config: CollectConfig) -> str:
     out = config.out or f"data/{task.name}_scripted.hdf5"
     runner = get_runner(task.name)
     with (
-        config.open_backend() as backend,
+        nullcontext(backend) if backend is not None else config.open_backend() as backend,
         EpisodeWriter(out, task, runner.scene.env.sim.model.get_xml(), obs_keys=DATASET_OBS_KEYS) as writer,
     ):
         first = int(writer.data.attrs.get("next_seed", config.seed))

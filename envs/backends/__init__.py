@@ -158,31 +158,35 @@ class Backend:
         finished: dict[int, tuple[Any, Any]] = {}
         started, next_out, exhausted = 0, 0, False
         window = LOOKAHEAD * len(self.workers)
-        while True:
-            while free and not exhausted and started - next_out < window:
-                unit = next(source, _END)
-                if unit is _END:
-                    exhausted = True
-                    break
-                worker = free.pop(0)
-                running[worker.submit(fn, unit)] = (started, unit, worker, 1)
-                started += 1
-            while next_out in finished:
-                yield finished.pop(next_out)
-                next_out += 1
-            if not running:
-                if exhausted:
-                    return
-                continue  # the window held the next units back until these were yielded
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in done:
-                index, unit, worker, attempt = running.pop(future)
-                result = self._settle(future, unit, worker, attempt)
-                if result is _RETRY:  # the worker died and was restarted: the unit runs again on it
-                    running[worker.submit(fn, unit)] = (index, unit, worker, attempt + 1)
-                else:
-                    finished[index] = (unit, result)
-                    free.append(worker)
+        try:
+            while True:
+                while free and not exhausted and started - next_out < window:
+                    unit = next(source, _END)
+                    if unit is _END:
+                        exhausted = True
+                        break
+                    worker = free.pop(0)
+                    running[worker.submit(fn, unit)] = (started, unit, worker, 1)
+                    started += 1
+                while next_out in finished:
+                    yield finished.pop(next_out)
+                    next_out += 1
+                if not running:
+                    if exhausted:
+                        return
+                    continue  # the window held the next units back until these were yielded
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    index, unit, worker, attempt = running.pop(future)
+                    result = self._settle(future, unit, worker, attempt)
+                    if result is _RETRY:  # the worker died and was restarted: the unit runs again on it
+                        running[worker.submit(fn, unit)] = (index, unit, worker, attempt + 1)
+                    else:
+                        finished[index] = (unit, result)
+                        free.append(worker)
+        finally:  # a consumer that stopped early: what has not started yet never will
+            for future in running:
+                future.cancel()
 
     def _settle(self, future: Future, unit: Any, worker: Worker, attempt: int) -> Any:
         """The unit's result, a `UnitFailed`, or _RETRY when it is to run again on the restarted worker."""
