@@ -55,8 +55,7 @@ def sweep_crossing(positions: list[float], successes: list[float]) -> float | No
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(BoundaryComparisonConfig, argv)
     started = time.perf_counter()
-    sweeps = default_ground_truth_path(config.policy, config.task)
-    sweeps = sweeps.with_name(f"{sweeps.stem}_sweeps.json")
+    sweeps = default_ground_truth_path(config.policy, config.task, "sweeps")
     truth = load_ground_truth(sweeps, config.task, config.policy)
     catalogue = task_perturbations(config.task)
     results = []
