@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from envs.hdf5 import demo_names
+from policies.checkpoint import load_checkpoint
 from policies.collect import CollectConfig, collect
 from policies.evaluate import PolicyEvaluateConfig, evaluate
 from policies.registry import load_policy
@@ -318,3 +319,19 @@ OBS_SHAPES = {
     "robot0_eef_quat": (4,),
     "robot0_gripper_qpos": (2,),
 }
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_reads_several_files(demos, tmp_path):
+    base = tmp_path / "base"
+    Trainer(TrainConfig(task="lift", arch="bc_lowdim", data=str(demos), out=str(base), epochs=1, eval_every=0)).run()
+    start = load_checkpoint(base)
+    tuned = Trainer(
+        TrainConfig(task="lift", arch="bc_lowdim", data=f"{demos},{demos}", init=str(base), out=str(tmp_path / "t"))
+    )
+    assert tuned.norm == start.normalization and tuned.model_config == start.model_config
+    assert all(torch.equal(value, start.state_dict[key]) for key, value in tuned.model.state_dict().items())
+    n = len(tuned.train.actions) // 2  # the same file twice: the second copy's episodes start n samples later
+    assert np.array_equal(tuned.train.actions[n:], tuned.train.actions[:n])
+    assert np.array_equal(tuned.train.starts[n:], tuned.train.starts[:n] + n)
+    with pytest.raises(ValueError, match="is a bc_lowdim policy; pass arch=bc_lowdim"):
+        Trainer(TrainConfig(task="lift", arch="bc_image", data=str(demos), init=str(base)))
