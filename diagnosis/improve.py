@@ -26,7 +26,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 from omegaconf import OmegaConf
 
@@ -38,7 +37,7 @@ from envs.markdown import markdown_table
 from envs.perturbations import task_perturbations
 from envs.tasks import TaskSpec, get_task
 from policies.checkpoint import CONFIG, load_checkpoint
-from policies.collect import CollectConfig, collect, mode_parts
+from policies.collect import CollectConfig, collect, collected, mode_parts
 from policies.registry import shipped_checkpoints
 
 DEMO_SEED = 500_000
@@ -109,15 +108,6 @@ def chosen_modes(ranked: list[str], top_k: int) -> list[str]:
     return ranked[:top_k]
 
 
-def demos_in(path: Path) -> tuple[int, int]:
-    """(demonstrations kept, episodes tried) of a collection file."""
-    if not path.is_file():
-        return 0, 0
-    with h5py.File(path, "r") as file:
-        data = file["data"]
-        return len(data), int(data.attrs.get("next_seed", 0)) - int(data.attrs.get("first_seed", 0))
-
-
 class Improvement:
     """One improvement run: its steps in order, each resumable from what `out` holds."""
 
@@ -162,7 +152,7 @@ class Improvement:
     def collect_mode(self, mode: str, episodes: int, out: Path, seed: int) -> tuple[int, int]:
         """`episodes` expert demonstrations under `mode` in `out`, from at most twice as many attempts; (kept,
         tried)."""
-        kept, tried = demos_in(out)
+        kept, tried = collected(out)
         if kept >= episodes or tried >= 2 * episodes:
             return kept, tried
         collect(
@@ -178,7 +168,7 @@ class Improvement:
             ),
             backend=self.backend,
         )
-        return demos_in(out)
+        return collected(out)
 
     def targeted_demos(self) -> dict:
         """Step 2: per mode, its file and how the expert did; modes it fails are skipped."""
@@ -251,7 +241,7 @@ class Improvement:
             f"""# {out.name}
 
 - **Fine-tuned from**: `{self.policy}` ({self.start.model_config.arch}), on its own demonstrations
-  (`{self.own_data}`) plus {sum(demos_in(Path(f))[0] for f in files)} scripted demonstrations under {how}
+  (`{self.own_data}`) plus {sum(collected(Path(f))[0] for f in files)} scripted demonstrations under {how}
   ({len(files)} perturbations: {", ".join(Path(f).stem for f in files)}).
 - **Search run**: `{self.config.run}` ({self.summary["method"]}, {self.summary["budget"]["rollouts_done"]} rollouts).
 - **Recipe**: {self.config.epochs} epochs, lr {self.config.lr}, batch {self.config.batch_size}, seed
@@ -447,12 +437,13 @@ def improvement_markdown(result: dict, radar: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(ImproveConfig, argv)
     try:
-        result = Improvement(config).run()
+        improvement = Improvement(config)
+        result = improvement.run()
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     for verdict in result["comparison"]["verdicts"]:
         print(f"{verdict['target']}: {verdict['value']:+.2f} ({'met' if verdict['met'] else 'missed'})")
-    print(f"improve: {Path(config.out or Path('runs/improve') / Path(config.run).name) / 'improve.md'}")
+    print(f"improve: {improvement.out / 'improve.md'}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -150,6 +151,15 @@ def collect(config: CollectConfig, backend: Backend | None = None) -> str:
     return out
 
 
+def collected(path: str | Path) -> tuple[int, int]:
+    """(demonstrations kept, episodes tried) of a collection file; (0, 0) before it exists."""
+    if not Path(path).is_file():
+        return 0, 0
+    with h5py.File(path, "r") as file:
+        data = file["data"]
+        return len(data), int(data.attrs.get("next_seed", 0)) - int(data.attrs.get("first_seed", 0))
+
+
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(CollectConfig, argv)
     if config.episodes < 1:
@@ -164,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{out}: {demos} demos, {samples} samples, "
             f"train {len(file['mask/train'])} / valid {len(file['mask/valid'])}"
         )
-        tried = int(file["data"].attrs["next_seed"]) - int(file["data"].attrs.get("first_seed", config.seed))
     if demos < config.episodes:
+        tried = collected(out)[1]
         print(f"stopped at max_attempts={config.max_attempts}: the expert succeeded in {demos} of {tried} episodes")
     print(f"demos: {demos}")
 
