@@ -30,11 +30,11 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
-from diagnosis.improvement import GROUPS, NOMINAL, Targets, before_after_radar, compare_truths
+from diagnosis.improvement import GROUPS, Targets, before_after_radar, compare_truths
 from envs.backends import Backend, RolloutSettings
 from envs.cli import command_line, parse_config
 from envs.markdown import markdown_table
-from envs.perturbations import task_perturbations
+from envs.perturbations import NOMINAL, task_perturbations
 from envs.tasks import TaskSpec, get_task
 from policies.checkpoint import CONFIG, load_checkpoint
 from policies.collect import CollectConfig, collect, collected, mode_parts
@@ -63,6 +63,11 @@ class ImproveConfig(RolloutSettings):
     epochs: int = 10
     lr: float = 3e-4
     batch_size: int = 64
+    select_every: int = 3
+    """Epochs between the fine-tuning's rollout evaluations, which choose the checkpoint kept: the nominal scene and
+    every targeted mode, select_episodes seeds each from 10_000 on (the evaluation's are 0..episodes-1), scored half
+    nominal success, half the modes' mean, for both arms alike. 0: keep the lowest validation loss."""
+    select_episodes: int = 10
     seed: int = 0
     episodes: int = 20
     """Evaluation rollouts per mode (seeds 0..episodes-1, as the policy's ground truth)."""
@@ -113,9 +118,13 @@ class Improvement:
 
     def __init__(self, config: ImproveConfig):
         config.check()
-        for key in ("top_k", "demos", "epochs", "episodes"):
+        for key in ("top_k", "demos", "epochs", "episodes", "select_episodes"):
             if getattr(config, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(config, key)}")
+        if config.select_every < 0:
+            raise ValueError(
+                f"select_every must be >= 0 (0: keep the lowest validation loss), got {config.select_every}"
+            )
         self.config = config
         self.summary = read_summary(config.run)
         self.policy = self.summary["policy"]
@@ -205,8 +214,9 @@ class Improvement:
                     wanted[mode] = got
         return {m: v for m, v in collected.items() if v["demos"]}
 
-    def fine_tune(self, arm: str, files: list[str]) -> Path:
-        """Step 4: the policy's checkpoint trained on its own demonstrations plus `files` (kept once done)."""
+    def fine_tune(self, arm: str, files: list[str], modes: list[str]) -> Path:
+        """Step 4: the policy's checkpoint trained on its own demonstrations plus `files` (kept once done), the
+        checkpoint kept chosen by rollouts on the nominal scene and the targeted `modes`."""
         from policies.train import TrainConfig, Trainer
 
         out = self.out / f"{self.name}_{arm}"
@@ -224,7 +234,10 @@ class Improvement:
                 epochs=self.config.epochs,
                 lr=self.config.lr,
                 batch_size=self.config.batch_size,
-                eval_every=0,
+                eval_every=self.config.select_every,
+                eval_episodes=self.config.select_episodes,
+                eval_modes=",".join(modes),
+                perturbation_file=self.perturbation_file,
                 seed=self.config.seed,
                 window=self.start.model_config.window,
                 augment=tuple(original.get("augment", ("crop",))),
@@ -245,11 +258,22 @@ class Improvement:
   ({len(files)} perturbations: {", ".join(Path(f).stem for f in files)}).
 - **Search run**: `{self.config.run}` ({self.summary["method"]}, {self.summary["budget"]["rollouts_done"]} rollouts).
 - **Recipe**: {self.config.epochs} epochs, lr {self.config.lr}, batch {self.config.batch_size}, seed
-  {self.config.seed}; the checkpoint of the lowest validation loss is kept.
+  {self.config.seed}; {self.selection()}.
 - **Command**: `{self.command()}`
 - **Measured**: improve.md beside this folder (the ground-truth protocol, seeds 0..{self.config.episodes - 1}).
 - **Format**: `model.safetensors` (safetensors) + `config.json`; loading executes no code.
 """
+        )
+
+    def selection(self) -> str:
+        """How the kept checkpoint was chosen, in words."""
+        c = self.config
+        if not c.select_every:
+            return "the checkpoint of the lowest validation loss is kept"
+        return (
+            f"the checkpoint kept is the best of rollout evaluations every {c.select_every} epochs "
+            f"({c.select_episodes} seeds from 10000 on per condition; half nominal success, half the targeted modes' "
+            "mean)"
         )
 
     def ground_truth(self, policy: str, out: Path) -> GroundTruth:
@@ -315,9 +339,11 @@ class Improvement:
             if self.config.control:
                 control = self.control_demos(sum(targeted[m]["demos"] for m in used))
                 files["control"] = [v["file"] for v in control.values()]
-        checkpoints = {arm: self.fine_tune(arm, files[arm]) for arm in ARMS if arm in files}
+        checkpoints = {arm: self.fine_tune(arm, files[arm], used) for arm in ARMS if arm in files}
         result = {
             "command": self.command(),
+            "search_command": search_command(self.config.run),
+            "selection": self.selection(),
             "task": self.spec.name,
             "policy": self.policy,
             "run": self.config.run,
@@ -360,6 +386,14 @@ class Improvement:
             stem.with_suffix(".md").write_text(improvement_markdown(result, shown.name))
 
 
+def search_command(run: str) -> str:
+    """The command line that made a search run, from Hydra's record of its overrides."""
+    overrides = Path(run) / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        return f"(unknown: {overrides} is missing)"
+    return " ".join(["python -m diagnosis.search", *OmegaConf.load(overrides)])
+
+
 def cell(group: dict | None) -> str:
     if not group:
         return "-"
@@ -373,7 +407,8 @@ def improvement_markdown(result: dict, radar: str) -> str:
     lines = [
         f"# Failure-guided fine-tuning: {result['policy']} on {result['task']}",
         "",
-        f"Command: `{result['command']}` (search run `{result['run']}`).",
+        f"Command: `{result['command']}`; the search run `{result['run']}` came from "
+        f"`{result['search_command']}`. Fine-tuning: {result['selection']}.",
         "",
         "Success on the ground-truth protocol (plain rollouts, the same seeds for every row and arm; 95% Wilson "
         "intervals). `targeted`: fine-tuned on the policy's demonstrations plus scripted ones under the modes below; "

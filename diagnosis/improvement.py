@@ -21,8 +21,8 @@ from scipy.stats import wasserstein_distance
 
 from diagnosis.estimation import wilson_interval
 from diagnosis.evaluation import GroundTruth
+from envs.perturbations import NOMINAL
 
-NOMINAL = "nominal"
 GROUPS = ("targeted", "same families, not targeted", "other modes", "nominal")
 
 

@@ -21,7 +21,7 @@ from diagnosis.allocations import BANDITS
 from diagnosis.evaluation import default_ground_truth_path, load_ground_truth
 from envs.cli import parse_config
 from envs.markdown import markdown_table
-from experiments.ground_truth import NOMINAL
+from envs.perturbations import NOMINAL
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pathlib import Path
 from envs.backends import UnitFailed, failure_message, open_backend
 from envs.cli import parse_config
 from envs.markdown import markdown_table
-from envs.perturbations import task_perturbations
-from experiments.ground_truth import NOMINAL, RolloutUnit, run_unit, single_cases
+from envs.perturbations import NOMINAL, task_perturbations
+from experiments.ground_truth import RolloutUnit, run_unit, single_cases
 
 PERTURBATIONS = ("cube_color_red", "table_color_green", "light_dim")
 """Cycled with the nominal scene, so the timed rollouts are a ground truth's mix of successes and failures."""

@@ -21,13 +21,13 @@ from diagnosis.evaluation import ground_truth_stem, interacting, load_ground_tru
 from envs.cli import parse_config
 from envs.json_files import read_json
 from envs.markdown import markdown_table
+from envs.perturbations import NOMINAL
 from policies.registry import shipped_checkpoints
 from policies.scripted import PLANS
 
 GRADED = (0.15, 0.85)
 """Success rates where 20 seeds tell a perturbation's failure rate apart from both 0 and 1."""
 ROBUST = 0.9
-NOMINAL = "nominal"
 
 
 @dataclass

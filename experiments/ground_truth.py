@@ -29,15 +29,13 @@ from envs.backends import RolloutSettings, UnitFailed, failure_message
 from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.markdown import markdown_table
-from envs.perturbations import Perturbation, get_perturbations, task_perturbations
+from envs.perturbations import NOMINAL, Perturbation, get_perturbations, task_perturbations
 from envs.perturbations.composed import sampled_pairs
 from envs.perturbations.sweeps import sweep_points
 from envs.receipts import check_effects
 from envs.rollout import rollout
 from envs.tasks import TaskSpec
 from policies.registry import load_policy
-
-NOMINAL = "nominal"
 
 
 @dataclass

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.hdf5 import demo_names
+from envs.perturbations import NOMINAL, Perturbation, get_perturbations
 from envs.rollout import get_runner
-from envs.tasks import get_task
+from envs.tasks import TaskSpec, get_task
 from policies.augment import AUGMENTATIONS
 from policies.base import image_key
 from policies.checkpoint import CONFIG, Checkpoint, Normalization, load_checkpoint, save_checkpoint
@@ -51,6 +52,12 @@ class TrainConfig:
     eval_every: int = 5
     """Epochs between rollout evaluations (0: never; the last epoch's weights are kept)."""
     eval_episodes: int = 10
+    eval_modes: str = ""
+    """Perturbed conditions the rollout evaluations also run, on the same seeds (comma-separated; `a+b` composes
+    parts). The kept checkpoint then maximises the mean of nominal success and of these modes' mean success, so
+    that repairing them counts no more than keeping the nominal scene."""
+    perturbation_file: str = ""
+    """User-defined perturbations eval_modes may name (YAML, envs/perturbations/user.py)."""
     seed: int = 0
     window: int = 10
     """bc_rnn training sequence length."""
@@ -173,6 +180,7 @@ class Trainer:
             check_dataset(path)
         self.data_path = ",".join(self.data_paths)
         self.out = Path(config.out or f"runs/train/{self.task.name}_{config.arch}")
+        self.eval_conditions = evaluation_conditions(self.task, config.eval_modes, config.perturbation_file)
         start = load_start(config.init, config.arch, self.task.name) if config.init else None
         with_images = config.arch != "bc_lowdim"
         self.train = load_many(self.data_paths, "train", self.task.camera, with_images, config.max_demos)
@@ -236,11 +244,15 @@ class Trainer:
         pred = out[0] if isinstance(out, tuple) else out
         return F.mse_loss(pred, actions)
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> dict[str, float]:
+        """Success rate per evaluation condition (nominal first), on seeds EVAL_SEED on."""
         policy = BCPolicy(self.checkpoint())
         runner = get_runner(self.task.name)
-        wins = sum(runner.run(policy, seed=EVAL_SEED + i).success for i in range(self.config.eval_episodes))
-        return wins / self.config.eval_episodes
+        episodes = self.config.eval_episodes
+        return {
+            name: sum(runner.run(policy, parts, seed=EVAL_SEED + i).success for i in range(episodes)) / episodes
+            for name, parts in self.eval_conditions.items()
+        }
 
     def checkpoint(self, **training) -> Checkpoint:
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -287,8 +299,13 @@ class Trainer:
             writer.add_scalar("loss/valid", valid_loss, epoch)
             evaluate_now = config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs)
             if evaluate_now:
-                record["eval_success"] = self.evaluate()
+                rates = self.evaluate()
+                record["eval_success"] = selection_score(rates)
                 writer.add_scalar("eval/success_rate", record["eval_success"], epoch)
+                if len(rates) > 1:
+                    record["eval_rates"] = rates
+                    for name, rate in rates.items():
+                        writer.add_scalar(f"eval/{name}", rate, epoch)
             history.append(record)
             bar.set_postfix({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in record.items() if k != "epoch"})
             score = (record.get("eval_success", -1.0), -valid_loss)
@@ -301,6 +318,7 @@ class Trainer:
                             data=self.data_path,
                             epoch=epoch,
                             eval_success=record.get("eval_success"),
+                            eval_rates=record.get("eval_rates"),
                             eval_episodes=config.eval_episodes,
                             eval_seeds=f"{EVAL_SEED}..{EVAL_SEED + config.eval_episodes - 1}",
                             train_samples=n,
@@ -313,6 +331,23 @@ class Trainer:
         record_wall_time(self.out, wall_seconds)
         print(f"trained in {wall_seconds:.0f} s; best checkpoint (eval success, -valid loss) = {best} in {self.out}")
         return self.out
+
+
+def evaluation_conditions(task: TaskSpec, modes: str, perturbation_file: str = "") -> dict[str, list[Perturbation]]:
+    """The rollout evaluations' conditions: the nominal scene, then each of `modes` (its `+` parts applied together);
+    unknown names fail here, before any training."""
+    conditions: dict[str, list[Perturbation]] = {NOMINAL: []}
+    for mode in (m.strip() for m in modes.split(",") if m.strip()):
+        conditions[mode] = get_perturbations(
+            task, [part for part in mode.split("+") if part.strip()], perturbation_file
+        )
+    return conditions
+
+
+def selection_score(rates: dict[str, float]) -> float:
+    """Nominal success alone, or its mean with the perturbed conditions' mean success."""
+    perturbed = [rate for name, rate in rates.items() if name != NOMINAL]
+    return rates[NOMINAL] if not perturbed else (rates[NOMINAL] + float(np.mean(perturbed))) / 2
 
 
 def record_wall_time(directory: Path, seconds: float) -> None:

@@ -33,7 +33,17 @@ def search_run(tmp_path_factory):
 
 
 def arguments(run: Path, out: Path, *extra: str) -> list[str]:
-    return [f"run={run}", f"out={out}", "top_k=2", "demos=1", "epochs=1", "episodes=1", "workers=0", *extra]
+    return [
+        f"run={run}",
+        f"out={out}",
+        "top_k=2",
+        "demos=1",
+        "epochs=1",
+        "episodes=1",
+        "select_episodes=1",
+        "workers=0",
+        *extra,
+    ]
 
 
 # The search again is diagnosis.search on the new checkpoint (tested on its own): only in the slow suite here.
@@ -54,6 +64,7 @@ def test_improve_collects_fine_tunes_evaluates_and_resumes(search_run, tmp_path,
         checkpoint = Path(result["checkpoints"][arm])
         training = json.loads((checkpoint / "config.json").read_text())["training"]
         assert training["config"]["init"] == str(policy) and training["config"]["epochs"] == 1
+        assert list(training["eval_rates"]) == ["nominal", *ranked[:2]]  # both arms chosen on the targeted modes
         assert len(training["data"].split(",")) == 1 + len(result["demos"][arm])  # own demos + the new ones
         assert load_policy(str(checkpoint))[1].name == "lift" and (checkpoint / "MODEL_CARD.md").is_file()
     arms = result["comparison"]["arms"]
@@ -69,6 +80,7 @@ def test_improve_collects_fine_tunes_evaluates_and_resumes(search_run, tmp_path,
     else:
         assert "search_after" not in result
     markdown = (tmp_path / "results" / "improve_lift.md").read_text()
+    assert "came from `(unknown: " in markdown  # run_search called in-process leaves no command line behind
     assert "## Targets" in markdown and "(improve_lift_radar_before_after.png)" in markdown
     assert (tmp_path / "results" / "improve_lift_radar_before_after.png").is_file()
     assert "improve.md" in capsys.readouterr().out.splitlines()[-1]
@@ -95,3 +107,9 @@ def test_refusals_are_one_line_errors(search_run, tmp_path):
     (fake / "summary.json").write_text(json.dumps({**summary, "policy": "tests.fake_policies:BlueAverse"}))
     with pytest.raises(SystemExit, match="cannot be fine-tuned: .*TorchScript, robomimic and Python-callable"):
         improve.main(arguments(fake, tmp_path / "out"))
+
+
+def test_the_search_command_is_read_from_hydras_overrides(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- task=lift\n- policy.name=lift_bc_colour\n")
+    assert improve.search_command(str(tmp_path)) == "python -m diagnosis.search task=lift policy.name=lift_bc_colour"

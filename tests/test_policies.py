@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -10,7 +11,7 @@ from policies.checkpoint import load_checkpoint
 from policies.collect import CollectConfig, collect
 from policies.evaluate import PolicyEvaluateConfig, evaluate
 from policies.registry import load_policy
-from policies.train import TrainConfig, Trainer
+from policies.train import TrainConfig, Trainer, selection_score
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +336,21 @@ def test_fine_tuning_starts_from_the_checkpoint_and_reads_several_files(demos, t
     assert np.array_equal(tuned.train.starts[n:], tuned.train.starts[:n] + n)
     with pytest.raises(ValueError, match="is a bc_lowdim policy; pass arch=bc_lowdim"):
         Trainer(TrainConfig(task="lift", arch="bc_image", data=str(demos), init=str(base)))
+
+
+def test_rollout_evaluations_on_named_modes_choose_half_nominal_half_modes(demos, tmp_path):
+    """eval_modes: every condition runs on the same seeds, the history keeps each rate, the kept checkpoint's
+    score weighs nominal as much as all the modes together, and a misspelt mode fails before training."""
+    assert selection_score({"nominal": 0.8}) == 0.8
+    assert selection_score({"nominal": 1.0, "a": 0.0, "b": 0.5}) == pytest.approx(0.625)
+    out = tmp_path / "evaluated"
+    config = TrainConfig(
+        task="lift", arch="bc_lowdim", data=str(demos), out=str(out), epochs=1, eval_every=1, eval_episodes=1
+    )
+    Trainer(replace(config, eval_modes="light_dim,table_color_blue+cube_color_green")).run()
+    (record,) = json.loads((out / "history.json").read_text())
+    assert list(record["eval_rates"]) == ["nominal", "light_dim", "table_color_blue+cube_color_green"]
+    assert record["eval_success"] == selection_score(record["eval_rates"])
+    assert load_checkpoint(out).training["eval_rates"] == record["eval_rates"]
+    with pytest.raises(ValueError, match="unknown perturbation.*light_dimm.*valid: "):
+        Trainer(replace(config, eval_modes="light_dimm"))

@@ -19,6 +19,7 @@ from envs.perturbations.user import load_perturbation_file
 from envs.tasks import TaskSpec, get_task
 
 __all__ = [
+    "NOMINAL",
     "COLORS",
     "FAMILIES",
     "Perturbation",
@@ -30,6 +31,9 @@ __all__ = [
     "resolve",
     "validate_composition",
 ]
+
+NOMINAL = "nominal"
+"""The name of the unperturbed condition wherever conditions are listed by name (ground truths, evaluations)."""
 
 
 def task_perturbations(task: str | TaskSpec, files: str | Iterable[str | Path] = ()) -> dict[str, Perturbation]:
