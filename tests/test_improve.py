@@ -113,3 +113,28 @@ def test_the_search_command_is_read_from_hydras_overrides(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- task=lift\n- policy.name=lift_bc_colour\n")
     assert improve.search_command(str(tmp_path)) == "python -m diagnosis.search task=lift policy.name=lift_bc_colour"
+
+
+def test_modes_the_expert_cannot_serve_are_skipped_and_reported(search_run, tmp_path, monkeypatch):
+    """A mode whose demonstrations the expert fails (here: reported as 0 kept of 2 tried) is left out of the
+    fine-tuning and the targeted group, and the control gets as much data as the modes that were served."""
+    run, _ = search_run
+    ranked = [r["perturbation"] for r in json.loads((run / "summary.json").read_text())["ranking"]]
+    served = improve.Improvement.collect_mode
+
+    def expert_fails_first_mode(self, mode, episodes, out, seed):
+        return (0, 2 * episodes) if mode == ranked[0] else served(self, mode, episodes, out, seed)
+
+    monkeypatch.setattr(improve.Improvement, "collect_mode", expert_fails_first_mode)
+    out = tmp_path / "improve"
+    improve.main(arguments(run, out, "iterate=false"))
+    result = json.loads((out / "improve.json").read_text())
+    assert result["targeted"] == [ranked[1]] and list(result["skipped"]) == [ranked[0]]
+    assert result["comparison"]["groups"]["targeted"] == [ranked[1]]
+    assert sum(v["demos"] for v in result["demos"]["control"].values()) == 1
+    assert (
+        f"Skipped (the scripted expert fails there): {ranked[0]} (0 of 2 episodes)" in (out / "improve.md").read_text()
+    )
+    monkeypatch.setattr(improve.Improvement, "collect_mode", lambda self, mode, episodes, out, seed: (0, 2))
+    with pytest.raises(SystemExit, match="the scripted expert fails under every chosen mode"):
+        improve.main(arguments(run, tmp_path / "none", "iterate=false"))
