@@ -250,6 +250,16 @@ def monitor_caption(monitor: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def mode_monitor_cell(monitor: dict[str, Any] | None) -> str:
+    """How the runtime monitor did on a mode's rollouts alone: failures caught (with the median step of its first
+    failure verdict once the robot moved) and false alarms on the successes."""
+    if not monitor:
+        return ""
+    when = monitor["median_first_failure_acting"]
+    caught = f"{monitor['caught']} / {monitor['failures']}" + ("" if when is None else f" (step {when:.0f})")
+    return f"{caught}, {monitor['false_alarms']} / {monitor['successes']}"
+
+
 def receipts_of(demo: h5py.Group) -> list[dict[str, Any]]:
     """What each perturbation of a stored rollout changed (none for files written before receipts existed)."""
     return json.loads(demo.attrs.get("receipts", "[]"))
@@ -329,6 +339,9 @@ def _page(summary: dict[str, Any], sections: list[str]) -> str:
         "failed / tried in any set",
         "search score (rank)",
     ]
+    watched = summary.get("monitor") is not None
+    if watched:
+        header.append("monitor: failures caught, false alarms")
     if truth:
         header.append("ground-truth success")
     rows = []
@@ -341,6 +354,8 @@ def _page(summary: dict[str, Any], sections: list[str]) -> str:
             f"{r['failed']} / {r['tried']}",
             f"{r['search_score']:.3f}" + (f" ({r['search_rank']})" if "search_rank" in r else ""),
         ]
+        if watched:
+            cells.append(mode_monitor_cell(r.get("monitor")))
         if truth:
             cells.append("" if r.get("ground_truth_success") is None else f"{r['ground_truth_success']:.2f}")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

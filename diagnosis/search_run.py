@@ -122,6 +122,23 @@ class MonitorAgreement:
             self.true_negative += not flagged
             self.visual_false_positive += by_look
 
+    def brief(self) -> dict[str, Any] | None:
+        """One mode's share of it: failures caught, false alarms, and the median first failure verdict once the
+        robot moved; None when no monitor watched."""
+        failures = self.true_positive + self.false_negative
+        successes = self.true_negative + self.false_positive
+        if failures + successes == 0:
+            return None
+        return {
+            "caught": self.true_positive,
+            "failures": failures,
+            "false_alarms": self.false_positive,
+            "successes": successes,
+            "median_first_failure_acting": float(np.median(self.first_failure_acting))
+            if self.first_failure_acting
+            else None,
+        }
+
     def to_dict(self) -> dict[str, Any] | None:
         """Counts and rates; None when no monitor watched."""
         failures = self.true_positive + self.false_negative
@@ -202,6 +219,8 @@ class SearchRun:
         """Ranking metrics as the search went on (every few rollouts): how fast it converged."""
         self.failures_found = 0
         self.monitor_agreement = MonitorAgreement()
+        self.monitor_alone: dict[str, MonitorAgreement] = {}
+        """The monitor's verdicts on each mode's rollouts under it alone (the ranking's rows)."""
         if self.done:
             for row in self._recorded_rollouts():
                 self._tally(row)
@@ -227,6 +246,9 @@ class SearchRun:
         self.spent.append(list(info["perturbations"]))
         self.failures_found += int(info["failed"])
         self.monitor_agreement.add(info["sim_failure"], info["monitor"])
+        if len(info["perturbations"]) == 1:
+            alone = self.monitor_alone.setdefault(info["perturbations"][0], MonitorAgreement())
+            alone.add(info["sim_failure"], info["monitor"])
 
     # --------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
@@ -375,6 +397,7 @@ class SearchRun:
                 "search_rank": searched[name]["rank"],
                 "family": self.families.get(name),
                 **self.counts.row(name),
+                "monitor": self.monitor_alone[name].brief() if name in self.monitor_alone else None,
             }
             if self.ground_truth is not None and name in self.ground_truth.entries:
                 row["ground_truth_success"] = self.ground_truth.entries[name].success_rate

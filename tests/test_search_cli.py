@@ -124,6 +124,15 @@ def test_monitor_watches_every_rollout_and_labels_every_frame(tmp_path, monkeypa
     agreement = summary["monitor"]
     assert agreement["sim_failures"] + agreement["sim_successes"] == 4
     assert agreement["sim_failures"] == summary["failures_found"]
+    per_mode = [row["monitor"] for row in summary["ranking"] if row["tried_alone"]]  # uniform: every rollout alone
+    assert all(m is not None for m in per_mode)
+    for mode_key, key in (
+        ("caught", "true_positive"),
+        ("false_alarms", "false_positive"),
+        ("failures", "sim_failures"),
+    ):
+        assert sum(m[mode_key] for m in per_mode) == agreement[key]
+    assert "monitor: failures caught, false alarms" in (tmp_path / "run" / "report.html").read_text()
     with h5py.File(tmp_path / "run" / "failures.hdf5", "r") as file:
         for demo in file["data"].values():
             frames = demo.attrs["num_samples"]
