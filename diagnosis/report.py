@@ -21,12 +21,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from diagnosis.dataset import read_rollouts  # noqa: E402
+from diagnosis.pair_matrix import pair_matrix, pair_matrix_plot  # noqa: E402
 from diagnosis.printout import boundary_lines, interval, monitor_lines, plain_summary  # noqa: E402
 from envs.perturbations.sweeps import get_sweep  # noqa: E402
 from envs.receipts import describe  # noqa: E402
 
 VIDEO_SCALE = 4  # 84 px frames → 336 px videos (a multiple of 16, as H.264 encoders want)
 
+
+PAIRS = "pairs.png"
+PAIRS_SECTION = f"""<h2>Pairs</h2>
+<p class="note">Composed candidates: the observed failure rate of each pair tried (off the diagonal) beside each
+part's alone (on the diagonal). A dark cell in a pale row and column is an interaction, a failure neither part
+causes alone.</p>
+<img src="{PAIRS}">"""
 
 RADAR_LABELS = 8
 """Spokes labelled by name on the radar (the most failure-prone by search score): at 36 or 100 spokes, labels on
@@ -278,6 +286,9 @@ def write_report(run_dir: Path, summary: dict[str, Any] | None = None, top_k: in
     radar_plot(summary, run_dir / "radar.png")
     if "boundary" in summary:
         boundary_plot(summary, run_dir / "boundary.png")
+    pairs = pair_matrix(summary["ranking"])
+    if pairs is not None:
+        pair_matrix_plot(pairs, run_dir / PAIRS)
     media = run_dir / "media"
     media.mkdir(exist_ok=True)
     dataset = run_dir / "failures.hdf5"
@@ -308,11 +319,11 @@ def write_report(run_dir: Path, summary: dict[str, Any] | None = None, top_k: in
                 + f'<img src="media/{stem}.png"> {video}'
             )
     path = run_dir / "report.html"
-    path.write_text(_page(summary, sections))
+    path.write_text(_page(summary, sections, pairs=pairs is not None))
     return path
 
 
-def _page(summary: dict[str, Any], sections: list[str]) -> str:
+def _page(summary: dict[str, Any], sections: list[str], pairs: bool) -> str:
     metrics = summary["metrics"]
     truth = summary.get("ground_truth")
     truth_line = ""
@@ -380,6 +391,7 @@ FSI {metrics["fsi"]:.3f}.</p>
 {monitor}
 {boundary}
 <img src="radar.png" width="1050">
+{PAIRS_SECTION if pairs else ""}
 <h2>Top failure modes</h2>
 {"".join(sections)}
 <h2>Ranking</h2>

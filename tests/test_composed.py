@@ -9,6 +9,7 @@ import pytest
 from test_search_cli import config
 
 from diagnosis.dataset import restore_first_state
+from diagnosis.pair_matrix import pair_matrix
 from diagnosis.search import prepare, run_search
 from envs.perturbations import task_perturbations
 from envs.perturbations.composed import Composed, compose, sampled_pairs
@@ -83,6 +84,7 @@ def test_search_over_singles_and_pairs_counts_each_pair_as_its_own_mode(tmp_path
     rows = {r["perturbation"]: r for r in summary["ranking"]}
     assert set(rows) == {"table_color_blue", "cube_color_red", *pairs}
     assert all(rows[name]["tried_alone"] == 1 and rows[name]["family"] == "composed" for name in pairs)
+    assert '<img src="pairs.png">' in (tmp_path / "report.html").read_text() and (tmp_path / "pairs.png").is_file()
     runner = Runner(prepare(cfg, tmp_path / "again").spec.task)
     with h5py.File(tmp_path / "failures.hdf5", "r") as file:
         demo = next(d for d in file["data"].values() if json.loads(d.attrs["perturbations"]) == [pairs[0]])
@@ -93,3 +95,17 @@ def test_search_over_singles_and_pairs_counts_each_pair_as_its_own_mode(tmp_path
 def test_negative_pairs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="task.pairs must be >= 0, got -1"):
         prepare(config("task.pairs=-1"), tmp_path)
+
+
+def test_the_pair_matrix_puts_each_pair_off_the_diagonal_and_its_parts_alone_on_it():
+    def row(name, failed, tried):
+        return {"perturbation": name, "failed_alone": failed, "tried_alone": tried}
+
+    ranking = [row("a+b", 4, 5), row("b", 1, 4), row("a", 0, 3), row("c", 2, 2), row("b+d", 0, 0)]
+    matrix = pair_matrix(ranking)
+    assert matrix.names == ("b", "a", "d")  # parts the run tried alone first, in ranking order; c is no part
+    np.testing.assert_array_equal(matrix.failed, [[1, 4, 0], [4, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(matrix.tried, [[4, 5, 0], [5, 3, 0], [0, 0, 0]])
+    rates = matrix.rates
+    assert rates[0, 1] == rates[1, 0] == 0.8 and rates[0, 0] == 0.25 and np.isnan(rates[2, 2])
+    assert pair_matrix([row("a", 0, 3)]) is None
