@@ -41,10 +41,9 @@ def test_collect_writes_robomimic_layout_and_resumes(demos):
 
 # One architecture in the default run; the others share the whole path but the model (slow).
 @pytest.mark.parametrize(
-    "arch",
-    ["bc_image", pytest.param("bc_rnn", marks=pytest.mark.slow), pytest.param("bc_lowdim", marks=pytest.mark.slow)],
+    "arch", ["bc_image", *(pytest.param(arch, marks=pytest.mark.slow) for arch in ("bc_rnn", "bc_lowdim", "diffusion"))]
 )
-def test_train_then_evaluate_round_trip(demos, tmp_path, arch):
+def test_train_evaluate_and_fine_tune_round_trip(demos, tmp_path, arch):
     out = tmp_path / arch
     Trainer(
         TrainConfig(task="lift", arch=arch, data=str(demos), out=str(out), epochs=1, eval_every=1, eval_episodes=1)
@@ -55,6 +54,12 @@ def test_train_then_evaluate_round_trip(demos, tmp_path, arch):
     # In process: tests/test_cli.py runs policies.evaluate as a command.
     (episode,) = evaluate(PolicyEvaluateConfig(policy=str(out), episodes=1))
     assert episode.length > 0 and episode.outcome in ("success", "failure")
+    tuned = tmp_path / f"{arch}_tuned"  # what diagnosis.improve does to a user's checkpoint of this architecture
+    Trainer(
+        TrainConfig(task="lift", arch=arch, data=str(demos), init=str(out), out=str(tuned), epochs=1, eval_every=0)
+    ).run()
+    assert load_policy(str(tuned))[1].name == "lift"
+    assert json.loads((tuned / "config.json").read_text())["training"]["config"]["init"] == str(out)
 
 
 def test_checkpoint_errors_name_the_file(tmp_path, demos):
