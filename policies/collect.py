@@ -121,6 +121,7 @@ def collect(config: CollectConfig, backend: Backend | None = None) -> str:
     ):
         first = int(writer.data.attrs.get("next_seed", config.seed))
         kept, tried = len(writer), 0
+        resumed_with = kept  # the success rate shown is of this run's attempts, not of the demos a file already had
         seeds = itertools.count(first)
         if config.max_attempts:  # attempts of earlier runs count: the file's seeds run on from `seed`
             started = int(writer.data.attrs.get("first_seed", config.seed))
@@ -143,7 +144,7 @@ def collect(config: CollectConfig, backend: Backend | None = None) -> str:
                     writer.write(episode, actions=clean_actions)
                     kept += 1
                     progress.update()
-            progress.set_postfix(kept=f"{kept}", success=f"{kept / tried:.0%}")
+            progress.set_postfix(kept=f"{kept}", success=f"{(kept - resumed_with) / tried:.0%}")
             if kept >= config.episodes:
                 break
         progress.close()
