@@ -1,9 +1,10 @@
 """`python -m diagnosis.cluster run=<search run>`: organise a search's failed rollouts into named clusters.
 
-Offline and from perception only: a reason per failed rollout (diagnosis.reasons), embedded with the shipped
-MiniLM, clustered, named and assigned (diagnosis.clusters). Writes `clusters.json` in the run (or `out`): the
-clusters (name, keywords, description, size, frequency) and every failed rollout's reason and cluster, outliers
-with cluster -1; prints the clusters.
+Offline and from perception only: a reason per failed rollout (diagnosis.reasons); the rollouts embedded
+(`embed`: the shipped MiniLM over the whole reason or its scene clause, or the shipped EfficientNet-Lite0 over the
+first and last frames), clustered, named by their reasons' keywords and assigned (diagnosis.clusters). Writes
+`clusters.json` in the run (or `out`): the clusters (name, keywords, description, size, frequency) and every
+failed rollout's reason and cluster, outliers with cluster -1; prints the clusters.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -20,18 +22,21 @@ from diagnosis.clusters import OUTLIER, Cluster, cluster_reasons
 from diagnosis.reasons import Reason, failure_reasons
 from envs.choices import check_choice
 from envs.cli import command_line, parse_config
+from envs.tasks import get_task
 
-TEXTS = ("reason", "scene")
-"""What is embedded: the whole reason, or its first clause (how the scene differs from the nominal one)."""
+EMBEDDINGS = ("reason", "scene", "image")
+"""What is embedded: the whole reason or its first clause (how the scene differs from the nominal one), with MiniLM;
+or the first and last frames, with EfficientNet-Lite0 (no language; the clusters are still named by reasons)."""
 
 
 @dataclass
 class ClusterConfig:
     run: str = ""
     """A search run directory (its failures.hdf5)."""
-    text: str = "reason"
-    """reason | scene: what of each reason is embedded (the clusters are named from whole reasons either way)."""
-    distance: float = 0.1
+    embed: str = "scene"
+    """reason | scene | image: what each failed rollout is clustered by (EMBEDDINGS); chosen on a validation run by
+    experiments.cluster_eval (experiments/results/clusters_lift.md)."""
+    distance: float = 0.02
     """Cosine distance at which agglomerative clustering stops merging."""
     min_size: int = 2
     """Smaller clusters are outliers."""
@@ -39,14 +44,21 @@ class ClusterConfig:
     """Output file (default <run>/clusters.json)."""
 
 
-def embedded_text(reason: Reason, text: str) -> str:
-    return reason.text if text == "reason" else reason.text.split("; ")[0]
+def embed_failures(run: str, reasons: list[Reason], embed: str) -> np.ndarray:
+    """One vector per failed rollout: MiniLM of its reason (`reason`) or scene clause (`scene`), or
+    EfficientNet-Lite0 features of its first and last frames side by side (`image`)."""
+    from diagnosis.embed import load_image_encoder, load_text_encoder
 
-
-def embed_reasons(reasons: list[Reason], text: str) -> np.ndarray:
-    from diagnosis.embed import load_text_encoder
-
-    return load_text_encoder("minilm")([embedded_text(r, text) for r in reasons])
+    check_choice(embed, EMBEDDINGS, "embed")
+    if embed != "image":
+        texts = [r.text if embed == "reason" else r.text.split("; ")[0] for r in reasons]
+        return load_text_encoder("minilm")(texts)
+    encode = load_image_encoder("efficientnet_lite0")
+    with h5py.File(Path(run) / "failures.hdf5", "r") as file:
+        key = f"obs/{get_task(str(file['data'].attrs['task'])).camera}_image"
+        frames = [file["data"][r.demo][key] for r in reasons]
+        firsts, lasts = np.stack([f[0] for f in frames]), np.stack([f[-1] for f in frames])
+    return np.concatenate([encode(firsts), encode(lasts)], axis=1)
 
 
 def clusters_document(
@@ -55,7 +67,7 @@ def clusters_document(
     return {
         "run": config.run,
         "command": command_line("diagnosis.cluster", config),
-        "method": f"perception reasons, MiniLM embeddings of the {config.text}, agglomerative (cosine, average)",
+        "method": f"perception reasons; clustered by {config.embed} embeddings, agglomerative (cosine, average)",
         "failures": len(reasons),
         "outliers": int((labels == OUTLIER).sum()),
         "clusters": [c.to_dict() for c in clusters],
@@ -74,7 +86,7 @@ def print_clusters(document: dict, console: Console) -> None:
 
 
 def run(config: ClusterConfig) -> Path:
-    check_choice(config.text, TEXTS, "text")
+    check_choice(config.embed, EMBEDDINGS, "embed")
     if config.min_size < 1:
         raise ValueError(f"min_size must be >= 1, got {config.min_size}")
     reasons = failure_reasons(config.run)
@@ -82,7 +94,7 @@ def run(config: ClusterConfig) -> Path:
         raise ValueError(f"{config.run} has {len(reasons)} failed rollout(s); clustering needs at least 2")
     clusters, labels = cluster_reasons(
         [r.text for r in reasons],
-        embed_reasons(reasons, config.text),
+        embed_failures(config.run, reasons, config.embed),
         distance=config.distance,
         min_size=config.min_size,
     )

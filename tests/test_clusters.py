@@ -69,7 +69,10 @@ def test_cluster_cli_writes_every_failed_rollout_with_its_reason_and_cluster(tmp
     assert sum(c["size"] for c in document["clusters"]) + document["outliers"] == 2
     assert "python -m diagnosis.cluster run=" in document["command"]
     assert capsys.readouterr().out.splitlines()[-1] == f"clusters: {run / 'clusters.json'}"
+    cluster.main([f"run={run}", "min_size=1", "embed=image", f"out={tmp_path / 'by_image.json'}"])
+    by_image = json.loads((tmp_path / "by_image.json").read_text())
+    assert {a["reason"] for a in by_image["assignments"]} == reasons  # the same reasons name image clusters
     with pytest.raises(SystemExit, match="has no failures.hdf5"):
         cluster.main([f"run={tmp_path}"])
-    with pytest.raises(SystemExit, match="unknown text 'words'.*reason, scene"):
-        cluster.main([f"run={run}", "text=words"])
+    with pytest.raises(SystemExit, match="unknown embed 'words'.*reason, scene, image"):
+        cluster.main([f"run={run}", "embed=words"])
