@@ -4,7 +4,9 @@ Offline and from perception only: a reason per failed rollout (diagnosis.reasons
 (`embed`: the shipped MiniLM over the whole reason or its scene clause, or the shipped EfficientNet-Lite0 over the
 first and last frames), clustered, named by their reasons' keywords and assigned (diagnosis.clusters). Writes
 `clusters.json` in the run (or `out`): the clusters (name, keywords, description, size, frequency) and every
-failed rollout's reason and cluster, outliers with cluster -1; prints the clusters.
+failed rollout's reason and cluster, outliers with cluster -1; and `clusters.png`, a 2-D map of the failures
+(the embeddings' first two principal components) coloured by cluster. In a search run's folder, report.html is
+rendered again with a section on the clusters. Prints the clusters.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -24,6 +27,7 @@ from envs.choices import check_choice
 from envs.cli import command_line, parse_config
 from envs.tasks import get_task
 
+CLUSTERS = "clusters.json"
 EMBEDDINGS = ("reason", "scene", "image")
 """What is embedded: the whole reason or its first clause (how the scene differs from the nominal one), with MiniLM;
 or the first and last frames, with EfficientNet-Lite0 (no language; the clusters are still named by reasons)."""
@@ -85,6 +89,29 @@ def print_clusters(document: dict, console: Console) -> None:
     console.print(f"outliers: {document['outliers']}")
 
 
+def cluster_map(embeddings: np.ndarray, labels: np.ndarray, clusters: list[Cluster], path: Path) -> None:
+    """The failures on their embeddings' first two principal components, coloured by cluster (outliers grey)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    points = PCA(n_components=2).fit_transform(embeddings) if len(embeddings) > 2 else np.zeros((len(labels), 2))
+    fig, ax = plt.subplots(figsize=(9, 6))
+    colours = plt.get_cmap("tab20")
+    for c in clusters:
+        mine = labels == c.id
+        ax.scatter(*points[mine].T, s=14, color=colours(c.id % 20), label=f"{c.id}: {c.name}"[:48])
+    if (labels == OUTLIER).any():
+        ax.scatter(*points[labels == OUTLIER].T, s=14, color="#999999", marker="x", label="outliers")
+    ax.set(xlabel="principal component 1", ylabel="principal component 2", title="failed rollouts by cluster")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def run(config: ClusterConfig) -> Path:
     check_choice(config.embed, EMBEDDINGS, "embed")
     if config.min_size < 1:
@@ -92,15 +119,19 @@ def run(config: ClusterConfig) -> Path:
     reasons = failure_reasons(config.run)
     if len(reasons) < 2:
         raise ValueError(f"{config.run} has {len(reasons)} failed rollout(s); clustering needs at least 2")
+    embeddings = embed_failures(config.run, reasons, config.embed)
     clusters, labels = cluster_reasons(
-        [r.text for r in reasons],
-        embed_failures(config.run, reasons, config.embed),
-        distance=config.distance,
-        min_size=config.min_size,
+        [r.text for r in reasons], embeddings, distance=config.distance, min_size=config.min_size
     )
     document = clusters_document(config, reasons, clusters, labels)
-    out = Path(config.out or Path(config.run) / "clusters.json")
+    out = Path(config.out or Path(config.run) / CLUSTERS)
     out.write_text(json.dumps(document, indent=1))
+    cluster_map(embeddings, labels, clusters, out.with_suffix(".png"))
+    if out == Path(config.run) / CLUSTERS and (Path(config.run) / "summary.json").is_file():
+        from diagnosis.report import write_report
+
+        report = OmegaConf.load(Path(config.run) / "config.yaml").report
+        write_report(Path(config.run), top_k=int(report.top_k), videos=bool(report.videos))
     print_clusters(document, Console(width=max(Console().width, 120)))
     return out
 

@@ -319,11 +319,29 @@ def write_report(run_dir: Path, summary: dict[str, Any] | None = None, top_k: in
                 + f'<img src="media/{stem}.png"> {video}'
             )
     path = run_dir / "report.html"
-    path.write_text(_page(summary, sections, pairs=pairs is not None))
+    path.write_text(_page(summary, sections, pairs=pairs is not None, clusters=clusters_section(run_dir)))
     return path
 
 
-def _page(summary: dict[str, Any], sections: list[str], pairs: bool) -> str:
+def clusters_section(run_dir: Path) -> str:
+    """The failure clusters of `run_dir`/clusters.json (python -m diagnosis.cluster) as a table and a map, or ''."""
+    path = run_dir / "clusters.json"
+    if not path.is_file():
+        return ""
+    document = json.loads(path.read_text())
+    rows = "".join(
+        f"<tr><td>{c['id']}</td><td>{html.escape(c['name'])}</td><td>{c['frequency']:.0%}</td><td>{c['size']}</td>"
+        f"<td style='text-align:left'>{html.escape(c['description'])}</td></tr>"
+        for c in document["clusters"]
+    )
+    return f"""<h2>Failure clusters</h2>
+<p class="note">{len(document["clusters"])} clusters of {document["failures"]} failed rollouts, {document["outliers"]}
+outliers ({html.escape(document["method"])}; <code>{html.escape(document["command"])}</code>).</p>
+<table><tr><th>id</th><th>name</th><th>share</th><th>size</th><th>a typical reason</th></tr>{rows}</table>
+<img src="clusters.png" width="800">"""
+
+
+def _page(summary: dict[str, Any], sections: list[str], pairs: bool, clusters: str = "") -> str:
     metrics = summary["metrics"]
     truth = summary.get("ground_truth")
     truth_line = ""
@@ -392,6 +410,7 @@ FSI {metrics["fsi"]:.3f}.</p>
 {boundary}
 <img src="radar.png" width="1050">
 {PAIRS_SECTION if pairs else ""}
+{clusters}
 <h2>Top failure modes</h2>
 {"".join(sections)}
 <h2>Ranking</h2>

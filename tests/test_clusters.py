@@ -68,6 +68,9 @@ def test_cluster_cli_writes_every_failed_rollout_with_its_reason_and_cluster(tmp
     assert all(a["cluster"] in {c["id"] for c in document["clusters"]} for a in document["assignments"])
     assert sum(c["size"] for c in document["clusters"]) + document["outliers"] == 2
     assert "python -m diagnosis.cluster run=" in document["command"]
+    report = (run / "report.html").read_text()  # rendered again with the clusters
+    assert "<h2>Failure clusters</h2>" in report and all(c["name"] in report for c in document["clusters"])
+    assert (run / "clusters.png").is_file()
     assert capsys.readouterr().out.splitlines()[-1] == f"clusters: {run / 'clusters.json'}"
     cluster.main([f"run={run}", "min_size=1", "embed=image", f"out={tmp_path / 'by_image.json'}"])
     by_image = json.loads((tmp_path / "by_image.json").read_text())
