@@ -1,8 +1,11 @@
 """`python -m diagnosis.cluster run=<search run>`: organise a search's failed rollouts into named clusters.
 
-Offline and from perception only: a reason per failed rollout (diagnosis.reasons); the rollouts embedded
-(`embed`: the shipped MiniLM over the whole reason or its scene clause, or the shipped EfficientNet-Lite0 over the
-first and last frames), clustered, named by their reasons' keywords and assigned (diagnosis.clusters). Writes
+`method=offline` (the default) works from perception only: a reason per failed rollout (diagnosis.reasons); the
+rollouts embedded (`embed`: the shipped MiniLM over the whole reason or its scene clause, or the shipped
+EfficientNet-Lite0 over the first and last frames), clustered, named by their reasons' keywords and assigned
+(diagnosis.clusters). `method=llm` asks language models behind an OpenAI-compatible endpoint (`llm.base_url`,
+`llm.model`) for each rollout's reason, a prompt ensemble of clusterings, their aggregation and the assignment
+(diagnosis.llm_clusters), falling back step by step to the offline path when the model gives no usable answer. Writes
 `clusters.json` in the run (or `out`): the clusters (name, keywords, description, size, frequency) and every
 failed rollout's reason and cluster, outliers with cluster -1; and `clusters.png`, a 2-D map of the failures
 (the embeddings' first two principal components) coloured by cluster. In a search run's folder, report.html is
@@ -12,7 +15,7 @@ rendered again with a section on the clusters. Prints the clusters.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -22,12 +25,14 @@ from rich.console import Console
 from rich.table import Table
 
 from diagnosis.clusters import OUTLIER, Cluster, cluster_reasons
+from diagnosis.llm_clusters import LanguageModelClustering, LLMSettings
 from diagnosis.reasons import Reason, failure_reasons
 from envs.choices import check_choice
 from envs.cli import command_line, parse_config
 from envs.tasks import get_task
 
 CLUSTERS = "clusters.json"
+METHODS = ("offline", "llm")
 EMBEDDINGS = ("reason", "scene", "image")
 """What is embedded: the whole reason or its first clause (how the scene differs from the nominal one), with MiniLM;
 or the first and last frames, with EfficientNet-Lite0 (no language; the clusters are still named by reasons)."""
@@ -37,13 +42,17 @@ or the first and last frames, with EfficientNet-Lite0 (no language; the clusters
 class ClusterConfig:
     run: str = ""
     """A search run directory (its failures.hdf5)."""
+    method: str = "offline"
+    """offline | llm: perception reasons and embedding clusters, or language models at `llm.base_url` (METHODS)."""
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    """The endpoint of method=llm (an OpenAI-compatible chat-completions API) and what each request carries."""
     embed: str = "scene"
     """reason | scene | image: what each failed rollout is clustered by (EMBEDDINGS); chosen on a validation run by
     experiments.cluster_eval (experiments/results/clusters_lift.md)."""
     distance: float = 0.02
     """Cosine distance at which agglomerative clustering stops merging."""
     min_size: int = 2
-    """Smaller clusters are outliers."""
+    """Smaller clusters are outliers (offline; and method=llm when it falls back to the offline clusters)."""
     out: str = ""
     """Output file (default <run>/clusters.json)."""
 
@@ -65,17 +74,74 @@ def embed_failures(run: str, reasons: list[Reason], embed: str) -> np.ndarray:
     return np.concatenate([encode(firsts), encode(lasts)], axis=1)
 
 
-def clusters_document(
-    config: ClusterConfig, reasons: list[Reason], clusters: list[Cluster], labels: np.ndarray
-) -> dict:
+@dataclass(frozen=True)
+class Found:
+    """What a method found: each failed rollout's reason (and the model's description of it, method=llm), the
+    clusters, each rollout's cluster id (OUTLIER: none) and embedding, and how it was found."""
+
+    reasons: list[str]
+    descriptions: list[str]
+    clusters: list[Cluster]
+    labels: np.ndarray
+    embeddings: np.ndarray
+    details: dict
+
+
+def offline_clusters(config: ClusterConfig, reasons: list[Reason]) -> Found:
+    embeddings = embed_failures(config.run, reasons, config.embed)
+    texts = [r.text for r in reasons]
+    clusters, labels = cluster_reasons(texts, embeddings, distance=config.distance, min_size=config.min_size)
+    method = f"perception reasons; clustered by {config.embed} embeddings, agglomerative (cosine, average)"
+    return Found(texts, [""] * len(texts), clusters, labels, embeddings, {"method": method})
+
+
+def language_model_clusters(config: ClusterConfig, reasons: list[Reason]) -> Found:
+    """Reasons, clusters and assignment from the model at config.llm (diagnosis.llm_clusters); the frames of each
+    failed rollout, and its monitor heatmap at the first failure verdict once the robot moved, go with its
+    request."""
+    from tqdm import tqdm
+
+    from diagnosis.embed import load_text_encoder
+
+    with h5py.File(Path(config.run) / "failures.hdf5", "r") as file:
+        task = get_task(str(file["data"].attrs["task"]))
+        model = LanguageModelClustering(config.llm, task=task.instruction, encode=load_text_encoder("minilm"))
+        descriptions, texts = [], []
+        for r in tqdm(reasons, desc="failure reasons", unit="rollout"):
+            demo = file["data"][r.demo]
+            frames = demo[f"obs/{task.camera}_image"][:]
+            # A run without a monitor stores no verdict ("null") and no heatmaps.
+            step = (json.loads(demo.attrs.get("monitor", "null")) or {}).get("first_failure_acting")
+            verdict = None
+            if step is not None and "heatmap" in demo:
+                verdict = (frames[step], demo["heatmap"][step].astype(np.float32))
+            description, reason = model.reason(frames, offline=r.text, heatmap=verdict)
+            descriptions.append(description)
+            texts.append(reason)
+    clusters, labels, embeddings = model.run(descriptions, texts, distance=config.distance, min_size=config.min_size)
+    details = {
+        "method": f"language model {config.llm.model} at {config.llm.base_url}: reasons from frames, "
+        f"{len(model.prompts_used)} clustering prompts aggregated, assignment with outliers",
+        "prompts": model.prompts_used,
+        "requests": model.endpoint.requests,
+        "fallbacks": dict(model.fallbacks),
+    }
+    return Found(texts, descriptions, clusters, labels, embeddings, details)
+
+
+def clusters_document(config: ClusterConfig, reasons: list[Reason], found: Found) -> dict:
+    assignments = []
+    for r, text, description, label in zip(reasons, found.reasons, found.descriptions, found.labels):
+        entry = {"demo": r.demo, "reason": text, "cluster": int(label)}
+        assignments.append({**entry, "description": description} if description else entry)
     return {
         "run": config.run,
         "command": command_line("diagnosis.cluster", config),
-        "method": f"perception reasons; clustered by {config.embed} embeddings, agglomerative (cosine, average)",
+        **found.details,
         "failures": len(reasons),
-        "outliers": int((labels == OUTLIER).sum()),
-        "clusters": [c.to_dict() for c in clusters],
-        "assignments": [{"demo": r.demo, "reason": r.text, "cluster": int(label)} for r, label in zip(reasons, labels)],
+        "outliers": int((found.labels == OUTLIER).sum()),
+        "clusters": [c.to_dict() for c in found.clusters],
+        "assignments": assignments,
     }
 
 
@@ -113,20 +179,18 @@ def cluster_map(embeddings: np.ndarray, labels: np.ndarray, clusters: list[Clust
 
 
 def run(config: ClusterConfig) -> Path:
+    check_choice(config.method, METHODS, "method")
     check_choice(config.embed, EMBEDDINGS, "embed")
     if config.min_size < 1:
         raise ValueError(f"min_size must be >= 1, got {config.min_size}")
     reasons = failure_reasons(config.run)
     if len(reasons) < 2:
         raise ValueError(f"{config.run} has {len(reasons)} failed rollout(s); clustering needs at least 2")
-    embeddings = embed_failures(config.run, reasons, config.embed)
-    clusters, labels = cluster_reasons(
-        [r.text for r in reasons], embeddings, distance=config.distance, min_size=config.min_size
-    )
-    document = clusters_document(config, reasons, clusters, labels)
+    found = (offline_clusters if config.method == "offline" else language_model_clusters)(config, reasons)
+    document = clusters_document(config, reasons, found)
     out = Path(config.out or Path(config.run) / CLUSTERS)
     out.write_text(json.dumps(document, indent=1))
-    cluster_map(embeddings, labels, clusters, out.with_suffix(".png"))
+    cluster_map(found.embeddings, found.labels, found.clusters, out.with_suffix(".png"))
     if out == Path(config.run) / CLUSTERS and (Path(config.run) / "summary.json").is_file():
         from diagnosis.report import write_report
 

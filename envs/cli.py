@@ -52,6 +52,8 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None = None) -> C:
     except OmegaConfBaseException as exc:  # interpolations (${...}) and missing values (???) resolve here
         where = getattr(exc, "full_key", None)
         raise SystemExit(f"error: {where + ': ' if where else ''}{_first_line(exc)}") from None
+    except ValueError as exc:  # a config's own checks (__post_init__) on the values given
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _field_of(key: str, config_cls: type) -> dataclasses.Field | None:

@@ -3,17 +3,15 @@ malformed replies), the trained filter on synthetic anomalies (separation, save/
 
 import base64
 import io
-import json
 import socket
-import threading
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from fake_endpoint import FakeEndpoint, completion
 from safetensors.torch import load_file, save_file
 
 import monitor.encoders  # noqa: F401  (timm takes seconds to import: pay it at collection, not in a test)
@@ -68,40 +66,6 @@ def test_registry_builds_each_backend_and_names_valid_choices(tmp_path):
 
 
 # -- vlm --------------------------------------------------------------------------------------------------------------
-
-
-def completion(content: str) -> tuple[int, bytes]:
-    return 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-
-
-class FakeEndpoint:
-    """A chat-completions server on localhost: records requests, answers `replies` in turn (the last repeats)."""
-
-    def __init__(self, replies: list[tuple[int, bytes]]):
-        self.replies, self.requests = replies, []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                endpoint.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
-                status, payload = endpoint.replies[min(len(endpoint.requests), len(endpoint.replies)) - 1]
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
