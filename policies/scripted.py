@@ -117,14 +117,22 @@ class ScriptedExpert:
 
     action_dim = 7
 
-    def __init__(self, task: str | TaskSpec, gain: float = 1.0, yaw_jitter: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        task: str | TaskSpec,
+        gain: float = 1.0,
+        yaw_jitter: float = 0.0,
+        seed: int = 0,
+        plan: ExpertPlan | None = None,
+    ):
         """`yaw_jitter` (radians): each episode grasps at a random yaw offset up to this size, so that cloned
-        policies see (and learn to lift from) imperfect grasps; 0 is the clean expert. Round objects ignore it."""
+        policies see (and learn to lift from) imperfect grasps; 0 is the clean expert. Round objects ignore it.
+        `plan`: another behaviour in the task's scene (lift the other cube of Stack); default the task's own."""
         self.task = get_task(task)
         self.rng = np.random.default_rng([seed, 4242])
-        if self.task.name not in PLANS:
+        if plan is None and self.task.name not in PLANS:
             raise ValueError(f"no scripted expert for task {self.task.name!r}; available: {', '.join(PLANS)}")
-        self.plan = PLANS[self.task.name]
+        self.plan = plan or PLANS[self.task.name]
         self.yaw_jitter = min(yaw_jitter, self.plan.max_yaw_jitter)
         self.gain = gain
         keys = [

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from envs.scene import Scene
 
 
-def _paint(scene: Scene, geoms: np.ndarray, rgba: tuple[float, ...]) -> None:
+def paint(scene: Scene, geoms: np.ndarray, rgba: tuple[float, ...]) -> None:
     # A geom with a material shows the material's colour and texture; drop it so the rgba shows.
     scene.model.geom_matid[geoms] = -1
     scene.model.geom_rgba[geoms] = rgba
@@ -33,7 +33,7 @@ class ObjectColor(_Recolor):
     family = "object_color"
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
-        _paint(scene, scene.geoms_of(scene.task.objects[self.target], visual=True), self.rgba)
+        paint(scene, scene.geoms_of(scene.task.objects[self.target], visual=True), self.rgba)
 
 
 @register_family
@@ -45,7 +45,7 @@ class TableColor(_Recolor):
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
         for body in scene.task.surface_bodies:
-            _paint(scene, scene.geoms_of(body, visual=True), self.rgba)
+            paint(scene, scene.geoms_of(body, visual=True), self.rgba)
 
 
 @register_family
@@ -56,7 +56,7 @@ class RobotColor(_Recolor):
     family = "robot_color"
 
     def apply(self, scene: Scene, rng: np.random.Generator) -> None:
-        _paint(scene, scene.robot_visual_geoms(), self.rgba)
+        paint(scene, scene.robot_visual_geoms(), self.rgba)
 
 
 @register_family
