@@ -143,7 +143,7 @@ def build_monitor(
     return monitor
 
 
-SEMANTIC_CHOICES = ("auto", "none", "vlm", "trained")
+SEMANTIC_CHOICES = ("auto", "none", "vlm", "trained", "failsense")
 """Semantic filter settings of a monitor recipe: monitor.semantic's backends plus auto (the policy's shipped
 trained filter where one ships, else none)."""
 

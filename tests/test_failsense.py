@@ -109,6 +109,7 @@ def test_misaligned_instructions_never_match_their_trajectory_and_test_colours_s
     for p in plans:
         assert (p.split == "test") == (set(p.colours) == {"blue", "yellow"})
     assert {p.split for p in plans} == set(smf.SPLITS)
+    assert {p.drop for p in plans if p.split == "valid"} == {False, True}  # both kinds reach validation
     with pytest.raises(ValueError, match="test pair"):
         smf.DatasetConfig(test_pairs=["blue/purple"])
 
@@ -173,3 +174,24 @@ def test_train_then_evaluate_clis_on_a_tiny_model(tiny_language, tmp_path, capsy
         train.main([f"data={tmp_path / 'missing.hdf5'}", f"out={out}"])
     with pytest.raises(SystemExit, match="split must be one of"):
         evaluate.main([f"checkpoint={out}", "split=dev"])
+
+
+def test_the_failsense_filter_and_episode_verdict_from_a_checkpoint(tiny_language, tmp_path):
+    from monitor.encoders import PatchEncoder
+    from monitor.failsense.filter import FailSenseFilter
+    from monitor.semantic import build_semantic_filter
+
+    model = tiny_model(tiny_language, image_dim=PatchEncoder(FailSenseConfig().encoder()).feature_dim)
+    model.save(tmp_path / "ck")
+    monitor_filter = build_semantic_filter("failsense", path=str(tmp_path / "ck"))
+    assert isinstance(monitor_filter, FailSenseFilter)
+    frame = np.zeros((84, 84, 3), np.uint8)
+    fails, why = monitor_filter("lift the cube", frame, frame + 50, np.zeros((7, 7), np.float32))
+    assert isinstance(fails, bool) and why.startswith("I-FailSense")
+    expected = model.predict(
+        monitor_filter.features(np.concatenate([frame] * 2 + [frame + 50] * 2, axis=1)[None]), ["lift the cube"]
+    )
+    assert fails == bool(expected["vote"][0])
+    assert isinstance(monitor_filter.episode(np.stack([frame] * 9), "lift the cube")[0], bool)
+    with pytest.raises(ValueError, match="needs path="):
+        build_semantic_filter("failsense")

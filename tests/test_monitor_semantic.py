@@ -48,12 +48,12 @@ def inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_registry_builds_each_backend_and_names_valid_choices(tmp_path):
-    assert tuple(SEMANTIC_FILTERS) == ("none", "vlm", "trained")
+    assert tuple(SEMANTIC_FILTERS) == ("none", "vlm", "trained", "failsense")
     none = build_semantic_filter("none")
     assert isinstance(none, NoFilter) and none(TASK, *inputs()) == (True, "")
     vlm = build_semantic_filter("vlm", base_url="http://127.0.0.1:9/v1/", model="m")
     assert isinstance(vlm, VLMFilter) and vlm.url == "http://127.0.0.1:9/v1/chat/completions"
-    with pytest.raises(ValueError, match="unknown semantic filter 'gpt'; valid: none, vlm, trained"):
+    with pytest.raises(ValueError, match="unknown semantic filter 'gpt'; valid: none, vlm, trained, failsense"):
         build_semantic_filter("gpt")
     with pytest.raises(ValueError, match=r"\['url'\] for the vlm filter; valid: base_url, model"):
         build_semantic_filter("vlm", url="http://x")

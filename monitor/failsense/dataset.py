@@ -85,15 +85,15 @@ class EpisodePlan:
 def episode_plans(config: DatasetConfig) -> list[EpisodePlan]:
     """Every episode of the dataset in a fixed order (the order a resumed run continues in)."""
     held_out = {frozenset(p.split("/")) for p in config.test_pairs}
-    plans, kept = [], 0
+    plans, kept = [], {False: 0, True: 0}  # counted apart, so expert and drop episodes both reach valid
     runs = [False] * config.repeats + [True] * config.drops
     for colours, behaviour, drop in itertools.product(itertools.permutations(config.colours, 2), BEHAVIOURS, runs):
         index = len(plans)
         if frozenset(colours) in held_out:
             split = "test"
         else:
-            split = "valid" if kept % config.valid_every == config.valid_every - 1 else "train"
-            kept += 1
+            split = "valid" if kept[drop] % config.valid_every == config.valid_every - 1 else "train"
+            kept[drop] += 1
         plans.append(EpisodePlan(index, config.seed + index, behaviour, colours, drop, split))
     return plans
 

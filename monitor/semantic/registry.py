@@ -54,17 +54,29 @@ def _build_trained(
     return TrainedFilter.load(path, encoder)
 
 
+def _build_failsense(path: str | Path | None = None, **options: Any) -> SemanticFilter:
+    from monitor.failsense.filter import FailSenseFilter
+
+    if options:
+        raise ValueError(f"unknown option(s) {sorted(options)} for the failsense filter; valid: path")
+    if path is None:
+        raise ValueError("the failsense filter needs path= a checkpoint folder of python -m monitor.failsense.train")
+    return FailSenseFilter.load(path)
+
+
 SEMANTIC_FILTERS: Registry[Callable[..., SemanticFilter]] = Registry(
-    "semantic filter", {"none": _build_none, "vlm": _build_vlm, "trained": _build_trained}
+    "semantic filter",
+    {"none": _build_none, "vlm": _build_vlm, "trained": _build_trained, "failsense": _build_failsense},
 )
 """Backend name → factory taking the backend's options (each backend's module loads when it is built: the
 trained filter imports torch and the encoder, which a VLM-only user does not need)."""
 
 
 def build_semantic_filter(name: str, **options: Any) -> SemanticFilter:
-    """The semantic filter `name` (none, vlm, trained) with its options, e.g. from a Hydra config group.
+    """The semantic filter `name` (none, vlm, trained, failsense) with its options, e.g. from a Hydra config group.
 
     vlm: the fields of VLMConfig (base_url, model, api_key_env, timeout_s, retries, ...); trained: path (a folder
-    written by TrainedFilter.save) and optionally encoder (the monitor's PatchEncoder, to share it).
+    written by TrainedFilter.save) and optionally encoder (the monitor's PatchEncoder, to share it); failsense: path
+    (a checkpoint folder of monitor.failsense.train).
     """
     return SEMANTIC_FILTERS[name](**options)
