@@ -18,7 +18,7 @@ from envs.tasks import TaskSpec, get_task
 if TYPE_CHECKING:
     from envs.scene import Scene
 
-FILTERS = ("act", "observe")
+FILTERS = ("act", "observe", "during")
 """Per-step hooks a family may override instead of (or beside) editing the scene once."""
 
 

@@ -117,6 +117,7 @@ class PerturbedEpisode:
                 after = self.renderer.render(self.scene.data)
                 receipt["pixels"] = pixel_change(before, after)
                 before = after
+        self.scene.mark_episode_start()
         return self._observe(self.scene.observe())
 
     def _apply(self, perturbation: Perturbation) -> dict[str, Any]:
@@ -126,10 +127,22 @@ class PerturbedEpisode:
         return receipt
 
     def _observe(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.t in self.events:
+        fired = self.t in self.events
+        if fired:
             for p in self.events[self.t]:
                 self._apply(p)
+        moving = False
+        for i, p in enumerate(self.perturbations):
+            became = p.during(self.scene, self.t, self.rng)
+            moving = moving or p.acts_during
+            if became is not None:  # a state-triggered event fires now, as the step event it turns into
+                self.perturbations = (*self.perturbations[:i], became, *self.perturbations[i + 1 :])
+                self._apply(became).update(triggered=True, triggered_at=self.t)
+                fired = True
+        if fired:  # the state changed: what the policy observes changes with it
             obs = self.scene.observe()
+        elif moving:  # only the scenery moved: bring the rendered poses up to date, the observations stand
+            self.scene.forward()
         if self.renderer is not None:
             obs[self.image_key] = self.renderer.render(self.scene.data)
         for p in self.perturbations:

@@ -118,6 +118,9 @@ class Scene:
             self.env.set_xml_processor(lambda xml: simplify_visual_meshes(xml, visual_mesh_faces))
         self.env.reset_from_xml_string(self.env.model.get_xml())
         self._nominal = {name: getattr(self.model, name).copy() for name in EDITABLE_FIELDS}
+        self.episode_start_values = self._nominal
+        self.episode_start_heights: dict[str, float] = {}
+        self._contact_geom_names: dict[str, list[str]] = {}
         self._object_half_heights = {body: self._half_height(body) for body in self.task.objects}
 
     # ----------------------------------------------------------------------------------------------- access
@@ -191,6 +194,33 @@ class Scene:
             getattr(self.model, name)[...] = value
         self._object_half_heights = {body: self._half_height(body) for body in self.task.objects}
 
+    def mark_episode_start(self) -> None:
+        """Remembers the perturbable model arrays as the episode starts (reset-time perturbations applied): what
+        per-step perturbations (`Perturbation.during`) vary around."""
+        self.episode_start_values = {name: getattr(self.model, name).copy() for name in EDITABLE_FIELDS}
+        self.episode_start_heights = {body: float(self.data.xpos[self.body_id(body)][2]) for body in self.task.objects}
+
+    def eef_position(self) -> np.ndarray:
+        """The robot's end-effector (grip site) position in the world frame."""
+        return self.data.site_xpos[self.env.robots[0].eef_site_id["right"]].copy()
+
+    def object_lift(self, body: str) -> float:
+        """How high (metres) the bottom of `body` is above the table top (as the task's success rule measures it)."""
+        return float(self.data.xpos[self.body_id(body)][2] - self.object_half_height(body) - self.task.table_top)
+
+    def is_grasped(self, body: str) -> bool:
+        """Both finger pads touch `body` (robosuite's own grasp test)."""
+        if body not in self._contact_geom_names:
+            geoms = self.geoms_of(body, visual=False)
+            self._contact_geom_names[body] = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in geoms]
+        return bool(
+            self.env._check_grasp(gripper=self.env.robots[0].gripper, object_geoms=self._contact_geom_names[body])
+        )
+
+    def object_rise(self, body: str) -> float:
+        """How far (metres) `body` has risen since the episode started (`mark_episode_start`)."""
+        return float(self.data.xpos[self.body_id(body)][2] - self.episode_start_heights[body])
+
     def reset(self, seed: int) -> dict[str, np.ndarray]:
         """Nominal reset with robosuite's own initial-state randomisation, seeded."""
         # Samplers and robots hold a reference to env.rng: reseed it in place rather than replacing it.
@@ -236,9 +266,7 @@ class Scene:
         spec = self.task
         if spec.lift_success_height is None:
             return bool(self.env._check_success())
-        body = spec.primary_object
-        z = self.data.xpos[self.body_id(body)][2]
-        return bool(z - self.object_half_height(body) > spec.table_top + spec.lift_success_height)
+        return self.object_lift(spec.primary_object) > spec.lift_success_height
 
     def object_off_table(self) -> bool:
         """The primary object fell below the support surface: a failure the episode cannot recover from."""

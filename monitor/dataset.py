@@ -14,6 +14,12 @@ Kinds: `nominal`; `reset` — every reset-time perturbation of the task's catalo
 distractor, dynamics, noise); `event` — the mid-episode events (benign: light change, distractor appears;
 failure-inducing: object nudged or teleported, gripper forced open), at the catalogue's steps.
 
+Two designs. `design=seeds` (SimFails, the default): filter and test hold the same perturbations on other seeds.
+`design=families` (SimFails v2, monitor/variations.py): the test split holds only families nothing else has shown —
+SimFails v2's own variations (failures that are not timeouts: the grasp lost, the object pushed away or knocked off;
+benign changes of pace and of a moving scene) and a few held-out catalogue families — while the filter split holds
+the rest of the catalogue. Its default file is data/simfails2_<task>_<policy>.hdf5.
+
 Label rules (frame t is the camera frame the policy saw before its action t):
 
 1. Visual onset — from when the frame shows something nominal episodes never show:
@@ -25,6 +31,10 @@ Label rules (frame t is the camera frame the policy saw before its action t):
    - gripper forced open: only while it is forced, frames at_step+1 .. at_step+duration (the first overridden
      action shows in the next frame); afterwards the scene looks nominal again unless the task fails. Whether the
      gripper would have been closing then is not checked, so some of these frames look nominal.
+   - an event triggered by the scene (grasp lost, object pushed) is labelled as the step event it turned into, at
+     the step it fired (from the episode's receipts); one that never fired shows nothing;
+   - changes of pace (action scale, pause) have no visual onset: each frame looks like a nominal one;
+   - a shaking camera, flickering lights, a passing distractor: frame 0 (or their step) to the end.
    Persistent changes (all but the gripper) stay anomalous to the end of the episode.
 2. Failure onset — only in episodes that end in failure (horizon reached, object off the table, simulation error):
    the earliest of (a) the visual onset of a failure-inducing event (nudge, teleport, gripper forced open),
@@ -60,15 +70,18 @@ from envs.choices import check_choice
 from envs.cli import parse_config
 from envs.hdf5 import EpisodeWriter, deferred_interrupt, demo_names
 from envs.perturbations import Perturbation, task_perturbations
+from envs.perturbations.triggered import Triggered
 from envs.rollout import Episode
 from envs.tasks import TaskSpec, get_task
 from monitor.stopping import hopeless
+from monitor.variations import held_out, monitor_perturbations
 
 SPLITS = ("fit", "filter", "test")
 SPLIT_SEEDS = {"test": 0, "fit": 100_000, "filter": 200_000}
 """Offsets of each split's seeds from the base seed."""
-NON_VISUAL_FAMILIES = frozenset({"object_mass", "friction", "action_noise"})
-"""Reset-time families that change nothing the camera sees (the dynamics, the executed actions)."""
+NON_VISUAL_FAMILIES = frozenset({"object_mass", "friction", "action_noise", "action_scale", "pause"})
+"""Families that change nothing a single frame shows (the dynamics, the executed actions, their pace)."""
+DESIGNS = ("seeds", "families")
 FAILURE_EVENTS = frozenset({"object_nudge", "object_teleport", "gripper_open"})
 """Event families meant to undo the task."""
 NUDGE_VISIBLE_M = 0.01
@@ -81,7 +94,11 @@ class DatasetConfig(RolloutSettings):
     policy: str = "lift_bc_image"
     """The policy under test (a shipped checkpoint, `scripted`, or a path)."""
     out: str = ""
-    """HDF5 file to write (appended to and resumed if it exists); empty = data/simfails_<task>_<policy>.hdf5."""
+    """HDF5 file to write (appended to and resumed if it exists); empty = data/simfails_<task>_<policy>.hdf5
+    (design=families: data/simfails2_<task>_<policy>.hdf5)."""
+    design: str = "seeds"
+    """seeds: filter and test show the same perturbations on other seeds; families: the test split shows only
+    held-out families (SimFails v2, monitor/variations.py)."""
     fit_episodes: int = 40
     """Successful nominal episodes the monitors learn and calibrate on."""
     test_nominal: int = 30
@@ -89,7 +106,7 @@ class DatasetConfig(RolloutSettings):
     test_reset: int = 1
     """Test episodes per reset-time perturbation."""
     test_events: int = 8
-    """Test episodes per mid-episode event."""
+    """Test episodes per mid-episode event (and per SimFails v2 variation)."""
     filter_nominal: int = 10
     """Nominal episodes of the semantic-filter training split."""
     filter_reset: int = 1
@@ -164,9 +181,19 @@ def visual_window(episode: Episode, perturbation: Perturbation | None, task: Tas
     return at, length
 
 
+def as_acted(perturbation: Perturbation | None, episode: Episode) -> Perturbation | None:
+    """The perturbation as it acted in `episode`: a state-triggered event becomes the step event it fired as (None
+    when it never fired); anything else is itself."""
+    if not isinstance(perturbation, Triggered):
+        return perturbation
+    fired = [r for r in episode.receipts if r.get("triggered") and r["perturbation"] == perturbation.name]
+    return perturbation.fires_as(int(fired[0]["triggered_at"])) if fired else None
+
+
 def frame_labels(episode: Episode, perturbation: Perturbation | None, late_step: int, task: TaskSpec) -> Labels:
     """Per-frame anomaly and failure labels of one episode under at most one perturbation; see the module docstring."""
     length = episode.length
+    perturbation = as_acted(perturbation, episode)
     start, stop = visual_window(episode, perturbation, task)
     anomaly = np.zeros(length, dtype=np.uint8)
     if start >= 0:
@@ -202,12 +229,22 @@ def _names(choice: str, available: Sequence[str], what: str) -> list[str]:
     return names
 
 
+def is_event(perturbation: Perturbation) -> bool:
+    """Whether it happens during the episode (at a step, or when the scene triggers it) rather than at reset."""
+    return perturbation.at_step is not None or isinstance(perturbation, Triggered)
+
+
 def plan(config: DatasetConfig, spec: TaskSpec) -> list[Job]:
     """The filter and test episodes, in writing order (the fit split is found by attempts, see `fit_jobs`)."""
-    catalogue = task_perturbations(spec)
-    order = {name: k for k, name in enumerate(catalogue)}
-    reset = _names(config.perturbations, [n for n, p in catalogue.items() if p.at_step is None], "perturbation(s)")
-    events = _names(config.events, [n for n, p in catalogue.items() if p.at_step is not None], "event(s)")
+    check_choice(config.design, DESIGNS, "design")
+    available = dataset_perturbations(spec, config.design)
+    order = {name: k for k, name in enumerate(available)}
+    reset = _names(config.perturbations, [n for n, p in available.items() if not is_event(p)], "perturbation(s)")
+    events = _names(config.events, [n for n, p in available.items() if is_event(p)], "event(s)")
+
+    def shown(split: str, name: str) -> bool:
+        return config.design == "seeds" or held_out(available[name]) == (split == "test")
+
     jobs = []
     for split, nominal, per_reset, per_event in (
         ("filter", config.filter_nominal, config.filter_reset, config.filter_events),
@@ -216,9 +253,14 @@ def plan(config: DatasetConfig, spec: TaskSpec) -> list[Job]:
         base = config.seed + SPLIT_SEEDS[split]
         jobs += [Job(split, "nominal", "", base + i) for i in range(nominal)]
         for kind, names, count in (("reset", reset, per_reset), ("event", events, per_event)):
-            for name in names:
+            for name in (n for n in names if shown(split, n)):
                 jobs += [Job(split, kind, name, base + 1000 * (order[name] + 1) + i) for i in range(count)]
     return jobs
+
+
+def dataset_perturbations(task: str | TaskSpec, design: str) -> dict[str, Perturbation]:
+    """The perturbations a SimFails file of this design draws from, by name (v2 adds its own variations)."""
+    return monitor_perturbations(task) if design == "families" else task_perturbations(task)
 
 
 def fit_jobs(config: DatasetConfig, start: int, count: int) -> list[Job]:
@@ -243,7 +285,7 @@ def run_job(args: tuple[str, str, int, Job]) -> tuple[Job, Episode]:
         spec = replace(spec, horizon=horizon) if horizon else spec
         _WORKER.update(key=key, policy=policy, spec=spec, runner=Runner(spec))
     spec, runner = _WORKER["spec"], _WORKER["runner"]
-    perturbations = [task_perturbations(spec.name)[job.perturbation]] if job.perturbation else []
+    perturbations = [monitor_perturbations(spec.name)[job.perturbation]] if job.perturbation else []
     return job, runner.run(_WORKER["policy"], perturbations, seed=job.seed, record=True)
 
 
@@ -262,18 +304,27 @@ def _map(jobs: list[Job], config: DatasetConfig, spec_name: str, backend: Backen
 
 
 def default_path(config: DatasetConfig) -> Path:
-    return Path(config.out or f"data/simfails_{config.task}_{Path(config.policy).name}.hdf5")
+    stem = "simfails2" if config.design == "families" else "simfails"
+    return Path(config.out or f"data/{stem}_{config.task}_{Path(config.policy).name}.hdf5")
 
 
-def simfails_path(data: str, task: str, policy: str) -> Path:
-    """The SimFails file a reader means: `data` when given, else where `monitor.dataset` writes for task and policy;
-    FileNotFoundError, saying how to make it, when it does not exist."""
-    path = Path(data) if data else default_path(DatasetConfig(task=task, policy=policy))
+def simfails_path(data: str, task: str, policy: str, design: str = "seeds") -> Path:
+    """The SimFails file a reader means: `data` when given, else where `monitor.dataset` writes for task, policy and
+    design; FileNotFoundError, saying how to make it, when it does not exist."""
+    check_choice(design, DESIGNS, "design")
+    path = Path(data) if data else default_path(DatasetConfig(task=task, policy=policy, design=design))
     if not path.is_file():
+        extra = "" if design == "seeds" else f" design={design}"
         raise FileNotFoundError(
-            f"no SimFails file {str(path)!r}; make it with python -m monitor.dataset task={task} policy={policy}"
+            f"no SimFails file {str(path)!r}; make it with python -m monitor.dataset task={task} policy={policy}{extra}"
         )
     return path
+
+
+def dataset_design(path: str | Path) -> str:
+    """A SimFails file's design (files written before designs existed are `seeds`)."""
+    with h5py.File(path, "r") as file:
+        return str(file["data"].attrs.get("design", "seeds"))
 
 
 def written_jobs(path: Path) -> set[Job]:
@@ -335,13 +386,17 @@ def main(argv: list[str] | None = None) -> None:
     path = default_path(config)
     started = time.perf_counter()
     done = written_jobs(path)
-    catalogue = task_perturbations(spec.name)  # the task's own catalogue, whatever the horizon cap
+    catalogue = monitor_perturbations(spec.name)  # the task's own catalogue, whatever the horizon cap
     probe = Runner(spec)  # the model XML robomimic files carry; no renderer is opened
     model_xml = probe.scene.env.sim.model.get_xml()
     probe.close()
     with config.open_backend() as backend, EpisodeWriter(path, spec, model_xml) as writer:
         data = writer.data
         data.attrs["policy"] = config.policy
+        if data.attrs.setdefault("design", config.design) != config.design:
+            raise SystemExit(
+                f"error: {path} is a design={data.attrs['design']} file; write design={config.design} to a new file"
+            )
 
         # fit: successful nominal episodes, attempts in seed order until enough succeed
         fit_done = sum(1 for j in done if j.split == "fit")

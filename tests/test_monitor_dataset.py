@@ -158,9 +158,14 @@ def test_tiny_run_writes_aligned_frames_and_labels(tmp_path, lift_runner):  # li
     assert fit["outcome"] == "success" and not fit["anomaly"].any()
 
 
-def synthetic_simfails(path, task: str = "lift") -> None:
+HELD_OUT_FAMILIES = {"nominal": "nominal", "benign": "camera_jitter", "failure": "object_push"}
+"""SimFails v2's synthetic test split: held-out families (a moving scene, a triggered failure)."""
+
+
+def synthetic_simfails(path, task: str = "lift", design: str = "seeds") -> None:
     """A SimFails-layout file of synthetic streams: a block sliding over a texture; from frame 5, benign episodes gain
-    a cyan box at the bottom left, failing ones a dark slab at the top right."""
+    a cyan box at the bottom left, failing ones a dark slab at the top right. `design=families` marks the file
+    SimFails v2 and gives the test episodes held-out families (plus two slower nominal successes)."""
 
     def frame(progress: float, jitter: int, kind: str, t: int) -> np.ndarray:
         y, x = np.mgrid[0:84, 0:84]
@@ -174,14 +179,19 @@ def synthetic_simfails(path, task: str = "lift") -> None:
         return image.astype(np.uint8)
 
     plan = [("fit", "nominal")] * 8 + [(s, k) for s in ("filter", "test") for k in ("nominal", "benign", "failure") * 2]
+    if design == "families":
+        plan += [("test", "slow")] * 2
     with h5py.File(path, "w") as file:
         data = file.create_group("data")
-        data.attrs.update(task=task, late_step=16)
+        data.attrs.update(task=task, late_step=16, design=design)
         for i, (split, kind) in enumerate(plan):
             rng = np.random.default_rng(i)
-            length = int(rng.integers(12, 17))
+            length = int(rng.integers(12, 17)) * (2 if kind == "slow" else 1)
             frames = np.stack([frame(t / (length - 1), int(rng.integers(-1, 2)), kind, t) for t in range(length)])
-            anomaly = (np.arange(length) >= 5) & (kind != "nominal")
+            anomaly = (np.arange(length) >= 5) & (kind in ("benign", "failure"))
+            families = {"nominal": "nominal", "benign": "distractor", "failure": "object_teleport"}
+            if design == "families" and split == "test":
+                families = {**HELD_OUT_FAMILIES, "slow": "action_scale"}
             group = data.create_group(f"demo_{i}")
             group.attrs.update(
                 split=split,
@@ -190,7 +200,9 @@ def synthetic_simfails(path, task: str = "lift") -> None:
                 num_samples=length,
                 perturbation="" if kind == "nominal" else kind,
                 outcome="failure" if kind == "failure" else "success",
-                family={"nominal": "nominal", "benign": "distractor", "failure": "object_teleport"}[kind],
+                family=families[kind],
+                failure_onset=5 if kind == "failure" else -1,
+                failure_step=-1,
             )
             group.create_dataset("obs/agentview_image", data=frames)
             group.create_dataset("anomaly", data=anomaly.astype(np.uint8))
@@ -217,6 +229,30 @@ def test_evaluate_cli_writes_every_table(tmp_path, capsys):
     assert last.startswith("fidel_auroc: ") and "margin:" in last
     fidel_auroc = float(last.split()[1])
     assert fidel_auroc > 90  # the synthetic anomalies are blatant
+
+
+def test_evaluate_on_held_out_families_adds_false_alarms_and_lead_times(tmp_path, capsys):
+    from monitor.evaluate import main as evaluate
+
+    data = tmp_path / "simfails2.hdf5"
+    synthetic_simfails(data, design="families")
+    evaluate([f"data={data}", f"out={tmp_path / 'v2.md'}", "alpha=0.3", "filters=none", "methods=fidel,padim"])
+    text = (tmp_path / "v2.md").read_text()
+    assert text.startswith("# Runtime monitors on SimFails v2 (held-out families)-lift")
+    for heading in ("failure AUROC per group", "false alarms and episode TPR", "detection lead time"):
+        assert heading in text
+    lines = text.splitlines()
+    groups = [
+        line for line in lines if line.startswith("| benign: moving scene |") or line.startswith("| benign: pace |")
+    ]
+    assert len(groups) == 2
+    # The dark slab from frame 5 is blatant: every method flags it at once, the onset frame, so lead to onset is 0
+    # and lead to the end of the timeout episode is its length - 5 (>= 7 frames).
+    lead = [line for line in lines if line.startswith("| FIDeL (OT) | none | off | object_push |")]
+    (row,) = lead
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "2/2" and cells[5] == "+0" and int(cells[6]) >= 7
+    assert "false alarms on slower/faster/paused successes" in text and "median lead before the simulator" in text
 
 
 def test_train_filter_cli_writes_a_filter_that_tells_failures_from_benign_anomalies(tmp_path, capsys):

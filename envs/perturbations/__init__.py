@@ -12,7 +12,18 @@ from pathlib import Path
 from envs.choices import did_you_mean
 
 # Importing the family modules registers them in FAMILIES.
-from envs.perturbations import appearance, composed, dynamics, events, geometry, noise, placement  # noqa: F401
+from envs.perturbations import (  # noqa: F401
+    appearance,
+    composed,
+    dynamics,
+    events,
+    geometry,
+    moving,
+    noise,
+    placement,
+    temporal,
+    triggered,
+)
 from envs.perturbations.base import COLORS, FAMILIES, Perturbation, get_family, register_family
 from envs.perturbations.catalog import default_perturbations
 from envs.perturbations.user import load_perturbation_file

@@ -208,3 +208,15 @@ class Perturbation:
     def observe(self, obs: dict[str, np.ndarray], t: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Filters what the policy sees at every step."""
         return obs
+
+    def during(self, scene: Scene, t: int, rng: np.random.Generator) -> Perturbation | None:
+        """Edits the live scene before the frame of every step t (a shaking camera, flickering lights, a moving
+        object): edits are made relative to `scene.episode_start_values`, so they never accumulate. An event
+        triggered by the scene's state (envs/perturbations/triggered.py) returns the step event it turns into,
+        which then takes its place; everything else returns None."""
+        return None
+
+    @property
+    def acts_during(self) -> bool:
+        """Whether this perturbation edits the scene at every step (its family overrides `during`)."""
+        return type(self).during is not Perturbation.during

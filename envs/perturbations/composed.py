@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from envs.perturbations.base import Perturbation, register_family
+from envs.perturbations.triggered import Triggered
 
 if TYPE_CHECKING:
     from envs.scene import Scene
@@ -33,7 +34,7 @@ class Composed(Perturbation):
         if len(self.parts) < 2 or not all(isinstance(p, Perturbation) for p in self.parts):
             raise ValueError(f"composed perturbation {self.name!r} needs two or more perturbations as parts")
         for part in self.parts:
-            if isinstance(part, Composed) or part.at_step is not None:
+            if isinstance(part, (Composed, Triggered)) or part.at_step is not None:
                 raise ValueError(
                     f"composed perturbation {self.name!r}: part {part.name!r} must be a single reset-time perturbation"
                 )
@@ -62,6 +63,14 @@ class Composed(Perturbation):
         for part in self.parts:
             obs = part.observe(obs, t, rng)
         return obs
+
+    def during(self, scene: Scene, t: int, rng: np.random.Generator) -> None:
+        for part in self.parts:
+            part.during(scene, t, rng)
+
+    @property
+    def acts_during(self) -> bool:
+        return any(part.acts_during for part in self.parts)
 
 
 def compose(parts: Sequence[Perturbation]) -> Composed:

@@ -1,0 +1,211 @@
+"""What SimFails v2 (`monitor.dataset design=families`) measures beyond the seed split's tables, on its test split of
+held-out families (monitor/variations.py), for every method and semantic filter `monitor.evaluate` ran:
+
+- **Failure AUROC per group of episodes:** every failure frame of the test split against the frames of one group of
+  episodes that are not failure frames (benign changes of pace, a moving scene, the other held-out perturbations,
+  nominal): does a benign variation score below real failures?
+- **False alarms per group:** the share of *successful* episodes of the group in which the monitor ever says
+  failure, with and without the overrun rule.
+- **Episode TPR without the overrun rule** on the failed test episodes, beside the false-alarm rate on the
+  successful episodes of every benign family (nominal included).
+- **Detection lead time** of each failed episode of a held-out failure event (grasp lost, pushed away, knocked off):
+  frames from the first failure verdict to (a) the labelled failure onset (the event's first visible frame) and
+  (b) the simulator's terminal failure (the object off the table, or the last step of a timeout); positive =
+  the verdict came first, negative = it was late. Episodes never flagged are counted apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from monitor.metrics import auroc
+from monitor.scoring import LABELS, monitor_failures
+from monitor.variations import TRIGGERED_FAILURES, family_group
+
+if TYPE_CHECKING:
+    from monitor.evaluate import Evaluation
+
+BENIGN_GROUPS = ("nominal", "benign: pace", "benign: moving scene", "other perturbation")
+"""Groups whose successful episodes count as benign (false alarms)."""
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """One (method, filter, overrun rule) monitor's failure verdicts on the test split, episode by episode."""
+
+    method: str
+    filter: str
+    overrun: bool
+    first: np.ndarray
+    """(episodes,) first frame judged a failure, -1 = never."""
+
+
+def episode_groups(evaluation: Evaluation) -> np.ndarray:
+    return np.array([family_group(e["family"]) for e in evaluation.splits["test"].episodes])
+
+
+def verdicts(evaluation: Evaluation) -> list[Verdicts]:
+    """Every (method, filter, overrun) monitor's first failure verdict per test episode."""
+    test = evaluation.splits["test"]
+    out = []
+    for result in evaluation.results:
+        for overrun in (True, False):
+            is_failure = monitor_failures(evaluation.scored[result.method, "test"], result.verdicts, overrun)
+            first = np.full(len(test.episodes), -1)
+            for e, (start, stop) in enumerate(zip(test.bounds[:-1], test.bounds[1:])):
+                hits = np.flatnonzero(is_failure[start:stop])
+                first[e] = hits[0] if len(hits) else -1
+            out.append(Verdicts(result.method, result.name, overrun, first))
+    return out
+
+
+def group_auroc_rows(evaluation: Evaluation) -> list[list[str]]:
+    """Per group: failure frames of the whole test split against the group's non-failure frames, each method."""
+    test = evaluation.splits["test"]
+    group_of_frame = np.repeat(episode_groups(evaluation), np.diff(test.bounds))
+    rows = []
+    for group in sorted(set(group_of_frame)):
+        negatives = (group_of_frame == group) & ~test.failure
+        chosen = negatives | test.failure
+        row = [group, str(int((episode_groups(evaluation) == group).sum())), str(int(negatives.sum()))]
+        for method in evaluation.methods:
+            score = evaluation.scored[method, "test"].score
+            row.append(_pct(auroc(score[chosen], test.failure[chosen])))
+        rows.append(row)
+    return rows
+
+
+def false_alarm_rows(evaluation: Evaluation, measured: list[Verdicts]) -> tuple[list[list[str]], list[str]]:
+    """Per monitor: the share of successful episodes with a failure verdict per benign group, over all benign
+    groups, and the share of failed episodes flagged (episode TPR); and the groups present."""
+    test = evaluation.splits["test"]
+    groups = episode_groups(evaluation)
+    success = np.array([e["outcome"] == "success" for e in test.episodes])
+    present = [g for g in BENIGN_GROUPS if (success & (groups == g)).any()]
+    rows = []
+    for v in measured:
+        flagged = v.first >= 0
+        cells = [f"{_share(flagged[success & (groups == g)])}" for g in present]
+        benign = success & np.isin(groups, BENIGN_GROUPS)
+        cells += [_share(flagged[benign]), _share(flagged[~success])]
+        rows.append([LABELS[v.method], v.filter, "on" if v.overrun else "off", *cells])
+    return rows, present
+
+
+def lead_times(evaluation: Evaluation, v: Verdicts) -> dict[str, np.ndarray]:
+    """Per held-out failure family: (lead to the labelled onset, lead to the terminal failure) of each failed and
+    flagged episode, and how many failed episodes were never flagged."""
+    test = evaluation.splits["test"]
+    out: dict[str, list] = {}
+    for e, item in enumerate(test.episodes):
+        if item["family"] not in TRIGGERED_FAILURES or item["outcome"] == "success":
+            continue
+        entry = out.setdefault(item["family"], [[], [], 0])
+        if v.first[e] < 0:
+            entry[2] += 1
+            continue
+        terminal = int(item["failure_step"]) if int(item["failure_step"]) >= 0 else len(item["failure"])
+        entry[0].append(int(item["failure_onset"]) - int(v.first[e]))
+        entry[1].append(terminal - int(v.first[e]))
+    return {family: (np.array(a), np.array(b), missed) for family, (a, b, missed) in out.items()}
+
+
+def lead_rows(evaluation: Evaluation, measured: list[Verdicts]) -> list[list[str]]:
+    rows = []
+    for v in measured:
+        for family, (onset, terminal, missed) in sorted(lead_times(evaluation, v).items()):
+            rows.append(
+                [
+                    LABELS[v.method],
+                    v.filter,
+                    "on" if v.overrun else "off",
+                    family,
+                    f"{len(onset)}/{len(onset) + missed}",
+                    _median(onset),
+                    _median(terminal),
+                ]
+            )
+    return rows
+
+
+def target_rows(evaluation: Evaluation, measured: list[Verdicts]) -> list[list[str]]:
+    """The issue's four targets for SimFails v2, measured on the held-out test split."""
+    rows = []
+    groups = episode_groups(evaluation)
+    test = evaluation.splits["test"]
+    if "fidel" in evaluation.methods and len(evaluation.methods) > 1:
+        frame_groups = np.repeat(groups, np.diff(test.bounds))
+        subset = np.isin(frame_groups, ("benign: pace", "benign: moving scene"))
+        chosen = (subset & ~test.failure) | test.failure
+        scores = {m: evaluation.scored[m, "test"].score[chosen] for m in evaluation.methods}
+        areas = {m: auroc(s, test.failure[chosen]) for m, s in scores.items()}
+        best = max((m for m in evaluation.methods if m != "fidel"), key=lambda m: np.nan_to_num(areas[m], nan=-1))
+        margin = 100 * (areas["fidel"] - areas[best])
+        rows.append(
+            [
+                f"failure AUROC, pace + moving-scene frames against failures: FIDeL − best baseline ({LABELS[best]})",
+                f"{margin:+.1f} points",
+                "≥ +3",
+                _verdict(margin >= 3),
+            ]
+        )
+    success = np.array([e["outcome"] == "success" for e in test.episodes])
+    pace = success & (groups == "benign: pace")
+    benign = success & np.isin(groups, BENIGN_GROUPS)
+    alpha = evaluation.config.alpha
+    for v in measured:
+        if v.filter not in ("none", "trained"):
+            continue
+        flagged = v.first >= 0
+        name = f"{LABELS[v.method]} + {v.filter} filter"
+        if not v.overrun:
+            tpr, fpr = flagged[~success].mean(), flagged[benign].mean()
+            rows.append(
+                [
+                    f"{name}: episode TPR without overrun at benign episode FPR",
+                    f"{100 * tpr:.0f}% at {100 * fpr:.0f}%",
+                    "≥ 80% at ≤ 10%",
+                    _verdict(tpr >= 0.8 and fpr <= 0.1),
+                ]
+            )
+        else:
+            rate = flagged[pace].mean() if pace.any() else float("nan")
+            rows.append(
+                [
+                    f"{name}: false alarms on slower/faster/paused successes (overrun on)",
+                    _share(flagged[pace]),
+                    f"≤ {100 * (alpha + 0.05):.0f}%",
+                    _verdict(rate <= alpha + 0.05),
+                ]
+            )
+            leads = lead_times(evaluation, v)
+            terminal = np.concatenate([t for _, t, _ in leads.values()]) if leads else np.array([])
+            median = float(np.median(terminal)) if len(terminal) else float("nan")
+            rows.append(
+                [
+                    f"{name}: median lead before the simulator's failure, held-out failure events",
+                    _median(terminal),
+                    "≥ 5 frames",
+                    _verdict(median >= 5),
+                ]
+            )
+    return rows
+
+
+def _pct(value: float) -> str:
+    return "–" if np.isnan(value) else f"{100 * value:.1f}"
+
+
+def _share(flags: np.ndarray) -> str:
+    return "–" if not len(flags) else f"{100 * flags.mean():.0f}% ({int(flags.sum())}/{len(flags)})"
+
+
+def _median(values: np.ndarray) -> str:
+    return "–" if not len(values) else f"{np.median(values):+.0f}"
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "missed"
