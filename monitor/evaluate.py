@@ -78,7 +78,7 @@ class MonitorEvaluateConfig:
     alpha: float = 0.1
     """Every method's false-alarm budget: at most this share of nominal episodes raises any alarm."""
     methods: str = "all"
-    """all, or comma-separated: fidel, padim, padim_step, patchcore, autoencoder."""
+    """all, or comma-separated: fidel, padim, padim_step, patchcore, autoencoder, logpzo (reads `policy`'s encoder)."""
     filters: str = "none,trained,vlm"
     """Semantic filters for the end-to-end table (vlm runs only when vlm_base_url is set)."""
     filter_examples: int = 12
@@ -169,6 +169,7 @@ def evaluate(config: MonitorEvaluateConfig) -> Evaluation:
                 encoder=encoder.encoder,
                 alpha=config.alpha,
                 autoencoder_epochs=config.autoencoder_epochs,
+                policy=config.policy,
             )
         for name in ("filter", "test"):
             with timer(f"score {method}"):
@@ -497,9 +498,9 @@ def held_out_sections(evaluation: Evaluation) -> list[str]:
         "## Held-out failure events: detection lead time (frames)",
         "",
         "Per failed episode of a held-out failure event: frames from the first failure verdict to the labelled "
-        "failure onset (the event's first visible frame) and to the simulator's terminal failure (the object off "
-        "the table, or the last step of a timeout); positive = the verdict came first. Medians over detected "
-        "episodes.",
+        "failure onset (the event's first visible frame) and to the step the simulator found the object lost (off "
+        "the table; episodes that ran out of time have none); positive = the verdict came first. Medians over "
+        "detected episodes.",
         "",
         markdown_table(
             [
@@ -509,7 +510,8 @@ def held_out_sections(evaluation: Evaluation) -> list[str]:
                 "family",
                 "detected",
                 "median lead to onset",
-                "median lead to terminal failure",
+                "object lost",
+                "median lead to object lost",
             ],
             held_out.lead_rows(evaluation, measured),
         ),

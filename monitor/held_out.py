@@ -10,8 +10,9 @@ held-out families (monitor/variations.py), for every method and semantic filter 
   successful episodes of every benign family (nominal included).
 - **Detection lead time** of each failed episode of a held-out failure event (grasp lost, pushed away, knocked off):
   frames from the first failure verdict to (a) the labelled failure onset (the event's first visible frame) and
-  (b) the simulator's terminal failure (the object off the table, or the last step of a timeout); positive =
-  the verdict came first, negative = it was late. Episodes never flagged are counted apart.
+  (b) the step the simulator found the object lost (off the table; episodes that ran out of time have no such
+  step and are left out of (b)); positive = the verdict came first, negative = it was late. Episodes never
+  flagged are counted apart.
 """
 
 from __future__ import annotations
@@ -95,28 +96,28 @@ def false_alarm_rows(evaluation: Evaluation, measured: list[Verdicts]) -> tuple[
     return rows, present
 
 
-def lead_times(evaluation: Evaluation, v: Verdicts) -> dict[str, np.ndarray]:
-    """Per held-out failure family: (lead to the labelled onset, lead to the terminal failure) of each failed and
-    flagged episode, and how many failed episodes were never flagged."""
+def lead_times(evaluation: Evaluation, v: Verdicts) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Per held-out failure family: the lead to the labelled onset of each failed and flagged episode, the lead to
+    the object's loss of those where the simulator saw one, and how many failed episodes were never flagged."""
     test = evaluation.splits["test"]
-    out: dict[str, list] = {}
+    out: dict[str, tuple[list, list, list]] = {}
     for e, item in enumerate(test.episodes):
         if item["family"] not in TRIGGERED_FAILURES or item["outcome"] == "success":
             continue
-        entry = out.setdefault(item["family"], [[], [], 0])
+        onset, lost, missed = out.setdefault(item["family"], ([], [], []))
         if v.first[e] < 0:
-            entry[2] += 1
+            missed.append(e)
             continue
-        terminal = int(item["failure_step"]) if int(item["failure_step"]) >= 0 else len(item["failure"])
-        entry[0].append(int(item["failure_onset"]) - int(v.first[e]))
-        entry[1].append(terminal - int(v.first[e]))
-    return {family: (np.array(a), np.array(b), missed) for family, (a, b, missed) in out.items()}
+        onset.append(int(item["failure_onset"]) - int(v.first[e]))
+        if int(item["failure_step"]) >= 0:
+            lost.append(int(item["failure_step"]) - int(v.first[e]))
+    return {family: (np.array(a), np.array(b), len(m)) for family, (a, b, m) in out.items()}
 
 
 def lead_rows(evaluation: Evaluation, measured: list[Verdicts]) -> list[list[str]]:
     rows = []
     for v in measured:
-        for family, (onset, terminal, missed) in sorted(lead_times(evaluation, v).items()):
+        for family, (onset, lost, missed) in sorted(lead_times(evaluation, v).items()):
             rows.append(
                 [
                     LABELS[v.method],
@@ -125,7 +126,8 @@ def lead_rows(evaluation: Evaluation, measured: list[Verdicts]) -> list[list[str
                     family,
                     f"{len(onset)}/{len(onset) + missed}",
                     _median(onset),
-                    _median(terminal),
+                    str(len(lost)),
+                    _median(lost),
                 ]
             )
     return rows
@@ -182,12 +184,14 @@ def target_rows(evaluation: Evaluation, measured: list[Verdicts]) -> list[list[s
                 ]
             )
             leads = lead_times(evaluation, v)
-            terminal = np.concatenate([t for _, t, _ in leads.values()]) if leads else np.array([])
-            median = float(np.median(terminal)) if len(terminal) else float("nan")
+            lost = np.concatenate([b for _, b, _ in leads.values()]) if leads else np.array([])
+            missed = sum(m for _, _, m in leads.values())
+            median = float(np.median(lost)) if len(lost) else float("nan")
             rows.append(
                 [
-                    f"{name}: median lead before the simulator's failure, held-out failure events",
-                    _median(terminal),
+                    f"{name}: median lead before the simulator finds the object lost, held-out failure events "
+                    f"({len(lost)} such episodes detected, {missed} failed episodes never flagged)",
+                    _median(lost),
                     "≥ 5 frames",
                     _verdict(median >= 5),
                 ]

@@ -28,6 +28,8 @@ from monitor.baselines import (
     AutoencoderConfig,
     AutoencoderMonitor,
     Calibration,
+    FlowScoreConfig,
+    FlowScoreMonitor,
     PadimConfig,
     PadimMonitor,
     PatchCoreConfig,
@@ -37,13 +39,14 @@ from monitor.dataset import FAILURE_EVENTS, NON_VISUAL_FAMILIES, read_split
 from monitor.fidel import FidelConfig, FidelMonitor, torch_threads
 from monitor.semantic.trained import Example
 
-METHODS = ("fidel", "padim", "padim_step", "patchcore", "autoencoder")
+METHODS = ("fidel", "padim", "padim_step", "patchcore", "autoencoder", "logpzo")
 LABELS = {
     "fidel": "FIDeL (OT)",
     "padim": "PaDiM (global, LW cov)",
     "padim_step": "PaDiM-step (diag)",
     "patchcore": "PatchCore (kNN, coreset)",
     "autoencoder": "Conv autoencoder",
+    "logpzo": "logpZO (policy features, flow)",
 }
 FIDEL_THRESHOLDS = {"time_space": "CP-time&space", "time": "CP-time", "gaussian": "Gaussian (z=3)"}
 
@@ -188,8 +191,10 @@ def fit_monitor(
     encoder,
     alpha: float,
     autoencoder_epochs: int,
+    policy: str = "",
 ):
-    """One method fitted on the fit split's frames (feature baselines reuse the shared features)."""
+    """One method fitted on the fit split's frames (feature baselines reuse the shared features; logpzo reads the
+    features of `policy`, the policy under test)."""
     calibration = Calibration(alpha=alpha)
     if method == "fidel":
         return FidelMonitor.fit(task, frames, FidelConfig(alpha=alpha))
@@ -198,6 +203,8 @@ def fit_monitor(
         return PadimMonitor.fit(task, frames, padim, encoder, features)
     if method == "patchcore":
         return PatchCoreMonitor.fit(task, frames, PatchCoreConfig(calibration=calibration), encoder, features)
+    if method == "logpzo":
+        return FlowScoreMonitor.fit(task, frames, FlowScoreConfig(policy=policy, calibration=calibration))
     return AutoencoderMonitor.fit(task, frames, AutoencoderConfig(epochs=autoencoder_epochs, calibration=calibration))
 
 

@@ -1,5 +1,6 @@
-"""FIDeL's baselines (PaDiM, PatchCore, conv autoencoder) on tiny synthetic camera streams: they fit, follow the
-Monitor protocol, score anomalous frames above nominal ones, and calibrate their threshold on nominal episodes."""
+"""FIDeL's baselines (PaDiM, PatchCore, conv autoencoder, logpZO on lift_bc_image's features) on tiny synthetic
+camera streams: they fit, follow the Monitor protocol, score anomalous frames above nominal ones, and calibrate
+their threshold on nominal episodes."""
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from monitor.baselines import (
     AutoencoderConfig,
     AutoencoderMonitor,
     Calibration,
+    FlowScoreConfig,
+    FlowScoreMonitor,
     PadimConfig,
     PadimMonitor,
     PatchCoreConfig,
@@ -45,10 +48,11 @@ def monitors(encoder, nominal) -> dict:
         ),
         "patchcore": PatchCoreMonitor.fit("lift", nominal, PatchCoreConfig(calibration=CALIBRATION), encoder, features),
         "autoencoder": AutoencoderMonitor.fit("lift", nominal, AutoencoderConfig(epochs=15, calibration=CALIBRATION)),
+        "logpzo": FlowScoreMonitor.fit("lift", nominal, FlowScoreConfig(steps=400, calibration=CALIBRATION)),
     }
 
 
-@pytest.mark.parametrize("name", ["padim", "padim_step", "patchcore", "autoencoder"])
+@pytest.mark.parametrize("name", ["padim", "padim_step", "patchcore", "autoencoder", "logpzo"])
 def test_baseline_scores_anomalies_above_nominal_and_follows_the_protocol(monitors, name):
     monitor = monitors[name]
     assert isinstance(monitor, Monitor) and np.isfinite(monitor.threshold)
@@ -69,11 +73,11 @@ def test_baseline_scores_anomalies_above_nominal_and_follows_the_protocol(monito
     # Batched convolutions round differently from single frames: compare to 1e-3.
     np.testing.assert_allclose(heatmaps[-1], outputs[-1].heatmap, rtol=1e-3, atol=1e-3)
     # The heatmap points at the blob (rows 50-80, cols 5-45 of 84 px: grid rows 4-6, cols 0-3).
-    if name != "autoencoder":
+    if name not in ("autoencoder", "logpzo"):  # logpZO's score has no place: its heatmap is uniform
         assert heatmaps[-1][5:, :3].mean() > 2 * heatmaps[-1][0].mean()
 
 
-@pytest.mark.parametrize("name", ["padim", "padim_step", "patchcore", "autoencoder"])
+@pytest.mark.parametrize("name", ["padim", "padim_step", "patchcore", "autoencoder", "logpzo"])
 def test_baseline_save_load_round_trip(monitors, name, tmp_path):
     from monitor.baselines import ThresholdMonitor
 
@@ -176,3 +180,8 @@ def test_greedy_coreset_covers_the_points():
     covering = torch.cdist(points, points[chosen]).min(1).values.max()
     random = torch.cdist(points, points[:50]).min(1).values.max()
     assert covering < random  # farthest-point selection leaves no point as far out as a random subset does
+
+
+def test_logpzo_needs_an_image_policy(nominal):
+    with pytest.raises(ValueError, match="'lift_bc_lowdim' has none"):
+        FlowScoreMonitor.fit("lift", nominal, FlowScoreConfig(policy="lift_bc_lowdim", calibration=CALIBRATION))

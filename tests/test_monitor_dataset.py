@@ -221,7 +221,7 @@ def test_evaluate_cli_writes_every_table(tmp_path, capsys):
     text = out.read_text()
     for heading in ("## Dataset", "raw frame scores", "thresholded", "by kind", "End-to-end", "Wall time"):
         assert heading in text
-    for method in ("FIDeL (OT)", "PaDiM (global", "PaDiM-step", "PatchCore", "Conv autoencoder"):
+    for method in ("FIDeL (OT)", "PaDiM (global", "PaDiM-step", "PatchCore", "Conv autoencoder", "logpZO"):
         assert f"| {method}" in text
     assert "| FIDeL (OT) | trained | on |" in text and "| FIDeL (OT) | trained | off |" in text
     assert "CP-time&space" in text and "TPR without overrun" in text
@@ -246,13 +246,13 @@ def test_evaluate_on_held_out_families_adds_false_alarms_and_lead_times(tmp_path
         line for line in lines if line.startswith("| benign: moving scene |") or line.startswith("| benign: pace |")
     ]
     assert len(groups) == 2
-    # The dark slab from frame 5 is blatant: every method flags it at once, the onset frame, so lead to onset is 0
-    # and lead to the end of the timeout episode is its length - 5 (>= 7 frames).
+    # The dark slab from frame 5 is blatant: every method flags it at once, at the onset frame, so the lead to the
+    # onset is 0; the synthetic failures are timeouts, so no object was lost.
     lead = [line for line in lines if line.startswith("| FIDeL (OT) | none | off | object_push |")]
     (row,) = lead
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[4] == "2/2" and cells[5] == "+0" and int(cells[6]) >= 7
-    assert "false alarms on slower/faster/paused successes" in text and "median lead before the simulator" in text
+    assert cells[4] == "2/2" and cells[5] == "+0" and cells[6] == "0" and cells[7] == "–"
+    assert "false alarms on slower/faster/paused successes" in text and "simulator finds the object lost" in text
 
 
 def test_train_filter_cli_writes_a_filter_that_tells_failures_from_benign_anomalies(tmp_path, capsys):
