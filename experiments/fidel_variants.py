@@ -81,6 +81,12 @@ VARIANTS: dict[str, dict | None] = {
         "ot.position_weight": 0.3,
         "time_score_weight": 1.0,
     },
+    "top-3 transported, time γ=1, λ=0.3, time anchored on progress": {
+        **TOP3,
+        "time_weight": 1.0,
+        "ot.position_weight": 0.3,
+        "time_anchor": "progress",
+    },
     "defaults: top-3 transported, time γ=1, λ=0.3": None,
 }
 """name → changes to FIDeL as published; None = FidelConfig's defaults."""

@@ -40,6 +40,7 @@ from envs.markdown import markdown_table
 from monitor import held_out
 from monitor.dataset import dataset_design, simfails_path
 from monitor.dataset_kinds import require_dataset
+from monitor.fidel import FidelConfig
 from monitor.metrics import auroc, f1_optimal, rates
 from monitor.scoring import (
     FIDEL_THRESHOLDS,
@@ -85,6 +86,8 @@ class MonitorEvaluateConfig:
     """Trained filter: at most this many flagged frames per filter-split episode, evenly spaced."""
     autoencoder_epochs: int = 30
     """Training epochs of the autoencoder baseline."""
+    fidel: FidelConfig = field(default_factory=FidelConfig)
+    """FIDeL's settings (e.g. fidel.time_anchor=progress); its alpha is `alpha`."""
     vlm_base_url: str = ""
     """OpenAI-compatible endpoint for the vlm filter (e.g. http://localhost:8000/v1); empty = skip it."""
     vlm_model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -170,6 +173,7 @@ def evaluate(config: MonitorEvaluateConfig) -> Evaluation:
                 alpha=config.alpha,
                 autoencoder_epochs=config.autoencoder_epochs,
                 policy=config.policy,
+                fidel=config.fidel,
             )
         for name in ("filter", "test"):
             with timer(f"score {method}"):

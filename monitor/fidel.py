@@ -27,7 +27,7 @@ from monitor.config_dicts import config_from_dict
 from monitor.conformal import ConformalBand, GaussianBand, Scores, overrun_step, split_episodes
 from monitor.encoders import EncoderConfig, PatchEncoder
 from monitor.memory import Memory, MemoryConfig
-from monitor.ot import FRAME_SCORES, HEATMAPS, OTConfig, OTScorer, PatchCost, prior_potentials
+from monitor.ot import FRAME_SCORES, HEATMAPS, TIME_ANCHORS, OTConfig, OTScorer, PatchCost, prior_potentials
 
 THRESHOLDS = ("time_space", "time", "gaussian")
 FORMAT_VERSION = 3
@@ -91,6 +91,9 @@ class FidelConfig:
     time_score_weight: float = 0.0
     """γ': the frame score adds γ'·|t_min − k|/T (the temporal mismatch as evidence itself). Its gain is within
     noise, so off."""
+    time_anchor: str = "clock"
+    """What k the temporal prior pulls t_min towards: the frame's index ("clock") or the previous t_min + 1
+    ("progress", tolerant of executions slower or faster than the demonstrations)."""
     thresholding: str = "time_space"
     """Which band decides `is_anomaly`: time_space (CP-time&space), time (CP-time) or gaussian (baseline)."""
     alpha: float = 0.1
@@ -129,6 +132,7 @@ class FidelConfig:
             raise ValueError(f"lag must be >= 0 or None, got {self.lag!r}")
         check_choice(self.frame_score, FRAME_SCORES, "frame_score")
         check_choice(self.heatmap, HEATMAPS, "heatmap")
+        check_choice(self.time_anchor, TIME_ANCHORS, "time_anchor")
         if not 1 <= self.top_k <= self.encoder.grid**2:
             raise ValueError(f"top_k must be in [1, grid²={self.encoder.grid**2}], got {self.top_k!r}")
         if not self.time_weight >= 0:
@@ -152,6 +156,7 @@ class FidelConfig:
             time_weight=self.time_weight,
             lag=self.lag,
             time_score_weight=self.time_score_weight,
+            time_anchor=self.time_anchor,
         )
 
     def to_dict(self) -> dict:

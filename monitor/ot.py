@@ -211,6 +211,7 @@ class Match:
 
 FRAME_SCORES = ("transport", "heatmap", "band")
 HEATMAPS = ("min", "transport")
+TIME_ANCHORS = ("clock", "progress")
 
 
 class OTScorer:
@@ -232,6 +233,7 @@ class OTScorer:
         time_weight: float = 0.0,
         lag: int | None = None,
         time_score_weight: float = 0.0,
+        time_anchor: str = "clock",
     ):
         """`prior`: (T, P) potentials that start every episode; `window`: memory steps searched either side of
         the previous t_min (None = all T every frame); `frame_score`: the score is the transport cost
@@ -240,7 +242,9 @@ class OTScorer:
         t_min minimises transport cost + γ·|t − k|/T for the episode's k-th frame (the memory is in normalised time
         with T = the median nominal length, so a nominal frame k sits near step k); `lag`: steps searched before
         the previous t_min (None = `window`); `time_score_weight`: γ', the score adds γ'·|t_min − k|/T (a frame
-        that matches a phase far from its place in the episode is itself anomalous). frame_score="band": the score
+        that matches a phase far from its place in the episode is itself anomalous); `time_anchor`: the k of both
+        is the frame's index ("clock") or the previous t_min + 1 ("progress": an execution at another pace than
+        the demonstrations' is not pulled back to their clock). frame_score="band": the score
         is `normaliser.nonconformity(t_min, heatmap)` (a fitted per-patch band, set by the monitor once it is
         calibrated; the top-`top_k` heatmap mean until then)."""
         if prior.shape != (cost.steps, cost.patches):
@@ -257,7 +261,8 @@ class OTScorer:
             raise ValueError(f"time_weight must be >= 0, got {time_weight!r}")
         if not time_score_weight >= 0:
             raise ValueError(f"time_score_weight must be >= 0, got {time_score_weight!r}")
-        self.time_score_weight = time_score_weight
+        check_choice(time_anchor, TIME_ANCHORS, "time_anchor")
+        self.time_score_weight, self.time_anchor = time_score_weight, time_anchor
         self.cost, self.config, self.prior, self.window = cost, config, prior, window
         self.frame_score, self.top_k, self.heatmap, self.time_weight, self.lag = (
             frame_score,
@@ -288,7 +293,8 @@ class OTScorer:
         start, stop = self.search_range()
         cost = self.cost(x, start, stop)
         penalty = None
-        expected = min(self._frame, self.cost.steps - 1)
+        anchor = self._frame if self.time_anchor == "clock" or self._previous is None else self._previous + 1
+        expected = min(anchor, self.cost.steps - 1)
         if self.time_weight > 0:
             steps = torch.arange(start, stop, dtype=torch.float64)
             penalty = self.time_weight * (steps - expected).abs() / self.cost.steps

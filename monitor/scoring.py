@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -192,12 +192,13 @@ def fit_monitor(
     alpha: float,
     autoencoder_epochs: int,
     policy: str = "",
+    fidel: FidelConfig | None = None,
 ):
     """One method fitted on the fit split's frames (feature baselines reuse the shared features; logpzo reads the
-    features of `policy`, the policy under test)."""
+    features of `policy`, the policy under test; FIDeL uses `fidel`'s settings, the defaults when None, at `alpha`)."""
     calibration = Calibration(alpha=alpha)
     if method == "fidel":
-        return FidelMonitor.fit(task, frames, FidelConfig(alpha=alpha))
+        return FidelMonitor.fit(task, frames, replace(fidel or FidelConfig(), alpha=alpha))
     if method in ("padim", "padim_step"):
         padim = PadimConfig(time="global" if method == "padim" else "step", calibration=calibration)
         return PadimMonitor.fit(task, frames, padim, encoder, features)

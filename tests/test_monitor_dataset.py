@@ -284,3 +284,28 @@ def test_train_filter_cli_writes_a_filter_that_tells_failures_from_benign_anomal
     reference = fit[0][8]
     heat = np.ones((7, 7))
     assert trained("lift", reference, failing, heat)[0] and not trained("lift", reference, benign, heat)[0]
+
+
+def test_vlm_filter_runs_end_to_end_on_held_out_families_against_an_endpoint(tmp_path):
+    from fake_endpoint import FakeEndpoint, completion
+
+    from monitor.evaluate import main as evaluate
+
+    data, out = tmp_path / "simfails2.hdf5", tmp_path / "v2.md"
+    synthetic_simfails(data, design="families")
+    server = FakeEndpoint([completion('{"verdict": "benign", "reason": "only the scenery changed"}')])
+    try:
+        evaluate(
+            [f"data={data}", f"out={out}", "alpha=0.3", "filters=none,vlm", "methods=padim"]
+            + [f"vlm_base_url={server.base_url}", "vlm_model=test-vlm"]
+        )
+    finally:
+        server.close()
+    assert server.requests, "the vlm filter never asked the endpoint"
+    images = [p for p in server.requests[0]["body"]["messages"][-1]["content"] if p.get("type") == "image_url"]
+    assert len(images) == 3  # reference frame, current frame, heatmap
+    text = out.read_text()
+    # Every flagged frame called benign: without the overrun rule nothing is a failure, so no false alarm anywhere.
+    alarms = text[text.index("## Held-out families: false alarms") : text.index("## Held-out failure events")]
+    (row,) = [line for line in alarms.splitlines() if line.startswith("| PaDiM (global, LW cov) | vlm | off |")]
+    assert row.count("0% (0/") >= 3 and "vlm filter (test-vlm)" in text

@@ -120,6 +120,25 @@ def test_time_prior_prefers_timesteps_near_the_frame_index():
     assert timed(x).t_min == 1  # frame 0
 
 
+def test_time_prior_anchored_on_progress_follows_a_slow_execution():
+    """Memory steps 1 and 4 look alike. After four frames spent at step 0 (a pause), the clock-anchored prior
+    pulls the fifth frame to step 4 (its index); anchored on progress it expects the step after the last match."""
+    mean, std = random_memory()
+    mean = mean.clone()
+    mean[4] = mean[1] + 0.05
+    cost, config = PatchCost(mean, std), OTConfig()
+    prior = prior_potentials(cost, mean, config)
+    x = mean[1] + 0.01 * torch.randn(PATCHES, DIM, generator=torch.Generator().manual_seed(0))
+    matches = {}
+    for anchor in ("clock", "progress"):
+        scorer = OTScorer(cost, config, prior, window=None, time_weight=2.0, time_anchor=anchor)
+        paused = [scorer(mean[0]).t_min for _ in range(4)]
+        matches[anchor] = (paused, scorer(x).t_min)
+    assert matches == {"clock": ([0, 0, 0, 0], 4), "progress": ([0, 0, 0, 0], 1)}
+    with pytest.raises(ValueError, match="time_anchor"):
+        OTScorer(cost, config, prior, window=None, time_anchor="wall")
+
+
 def test_lag_limits_the_search_before_the_previous_t_min():
     mean, std = random_memory()
     cost, config = PatchCost(mean, std), OTConfig()
