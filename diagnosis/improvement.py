@@ -109,12 +109,12 @@ def verdicts(arms: dict, targets: Targets) -> list[dict]:
             }
         )
         if "nominal" in arms["before"]["groups"]:
-            drop = success("before", "nominal") - success("targeted", "nominal")
+            change = success("targeted", "nominal") - success("before", "nominal")
             found.append(
                 {
-                    "target": f"nominal not lower by more than {targets.nominal_drop:.2f}",
-                    "value": drop,
-                    "met": drop <= targets.nominal_drop,
+                    "target": f"nominal success changes by >= -{targets.nominal_drop:.2f}",
+                    "value": change,
+                    "met": change >= -targets.nominal_drop,
                 }
             )
     if "targeted" in arms and "control" in arms:

@@ -472,13 +472,13 @@ def held_out_sections(evaluation: Evaluation) -> list[str]:
     measured = held_out.verdicts(evaluation)
     alarms, groups = held_out.false_alarm_rows(evaluation, measured)
     return [
-        "## Held-out families: failure AUROC per group of episodes",
+        "## Held-out families: failure AUROC per group and family of episodes",
         "",
         "Every failure frame of the test split (positives) against the group's frames that are not failure frames "
         "(negatives), raw scores: does a benign variation score below real failures?",
         "",
         markdown_table(
-            ["group", "episodes", "negative frames", *(LABELS[m] for m in evaluation.methods)],
+            ["group", "family", "episodes", "negative frames", *(LABELS[m] for m in evaluation.methods)],
             held_out.group_auroc_rows(evaluation),
         ),
         "",

@@ -1,9 +1,9 @@
 """What SimFails v2 (`monitor.dataset design=families`) measures beyond the seed split's tables, on its test split of
 held-out families (monitor/variations.py), for every method and semantic filter `monitor.evaluate` ran:
 
-- **Failure AUROC per group of episodes:** every failure frame of the test split against the frames of one group of
-  episodes that are not failure frames (benign changes of pace, a moving scene, the other held-out perturbations,
-  nominal): does a benign variation score below real failures?
+- **Failure AUROC per group and family of episodes:** every failure frame of the test split against the frames of
+  one group (or family) of episodes that are not failure frames (benign changes of pace, a moving scene, the other
+  held-out perturbations, nominal): does a benign variation score below real failures?
 - **False alarms per group:** the share of *successful* episodes of the group in which the monitor ever says
   failure, with and without the overrun rule.
 - **Episode TPR without the overrun rule** on the failed test episodes, beside the false-alarm rate on the
@@ -64,18 +64,25 @@ def verdicts(evaluation: Evaluation) -> list[Verdicts]:
 
 
 def group_auroc_rows(evaluation: Evaluation) -> list[list[str]]:
-    """Per group: failure frames of the whole test split against the group's non-failure frames, each method."""
+    """Per group and per family in it: failure frames of the whole test split against the non-failure frames of
+    those episodes, each method."""
     test = evaluation.splits["test"]
-    group_of_frame = np.repeat(episode_groups(evaluation), np.diff(test.bounds))
+    groups = episode_groups(evaluation)
+    families = np.array([e["family"] for e in test.episodes])
+    group_of_frame, family_of_frame = (np.repeat(a, np.diff(test.bounds)) for a in (groups, families))
     rows = []
-    for group in sorted(set(group_of_frame)):
-        negatives = (group_of_frame == group) & ~test.failure
-        chosen = negatives | test.failure
-        row = [group, str(int((episode_groups(evaluation) == group).sum())), str(int(negatives.sum()))]
-        for method in evaluation.methods:
-            score = evaluation.scored[method, "test"].score
-            row.append(_pct(auroc(score[chosen], test.failure[chosen])))
-        rows.append(row)
+    for group in sorted(set(groups)):
+        members = sorted(set(families[groups == group]))
+        for family in (["all"] if len(members) > 1 else []) + members:
+            chosen_episodes = groups == group if family == "all" else families == family
+            frames = group_of_frame == group if family == "all" else family_of_frame == family
+            negatives = frames & ~test.failure
+            chosen = negatives | test.failure
+            row = [group, family, str(int(chosen_episodes.sum())), str(int(negatives.sum()))]
+            for method in evaluation.methods:
+                score = evaluation.scored[method, "test"].score
+                row.append(_pct(auroc(score[chosen], test.failure[chosen])))
+            rows.append(row)
     return rows
 
 
