@@ -10,6 +10,7 @@ from rich.table import Table
 from envs.cli import parse_config
 from envs.perturbations import FAMILIES, task_perturbations
 from envs.perturbations.base import parameter_space
+from envs.perturbations.triggered import Triggered
 from envs.perturbations.user import family_fields
 
 
@@ -35,12 +36,14 @@ def list_families(console: Console) -> None:
         table.add_column(column)
     for name, cls in FAMILIES.items():
         space = parameter_space(cls)
+        triggered = issubclass(cls, Triggered)  # armed at reset, fired by the scene: no at_step of its own
         fields = ", ".join(
             f"{f}: {space[f].describe()}" if f in space else f
             for f in family_fields(name)
-            if f not in ("name", "description")
+            if f not in ("name", "description") and not (triggered and f == "at_step")
         )
-        table.add_row(name, ", ".join(sorted(cls.timing_kinds)), fields, summary(cls))
+        timing = "when the scene triggers it" if triggered else ", ".join(sorted(cls.timing_kinds))
+        table.add_row(name, timing, fields, summary(cls))
     console.print(table)
 
 

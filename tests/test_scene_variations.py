@@ -126,3 +126,21 @@ def test_a_trigger_that_never_holds_leaves_the_episode_nominal(lift_runner):
     plain = lift_runner.run(still, [], seed=0)
     np.testing.assert_array_equal(pushed.states, plain.states)
     assert pushed.outcome == plain.outcome
+
+
+def test_new_families_come_from_yaml_like_any_other(tmp_path):
+    from envs.perturbations.user import load_perturbation_file
+
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "- {name: slow_down, family: action_scale, description: half speed, scale: 0.5}\n"
+        "- {name: shove, family: object_push, description: shoved, velocity: [0, 1, 0], distance: 0.05}\n"
+    )
+    slow, shove = load_perturbation_file(good)
+    assert (
+        slow.scale == 0.5 and shove.velocity == (0, 1, 0) and shove.timing == "when the gripper is 5 cm from the object"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {name: early_drop, family: object_drop, description: d, at_step: 3}\n")
+    with pytest.raises(ValueError, match="early_drop.*cannot fire at step"):
+        load_perturbation_file(bad)
