@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from diagnosis.cluster_export import chosen_clusters, cluster_modes, read_clusters
 from diagnosis.evaluation import GroundTruth, default_ground_truth_path, load_ground_truth
 from diagnosis.improvement import GROUPS, Targets, before_after_radar, compare_truths
 from envs.backends import Backend, RolloutSettings
@@ -56,6 +57,10 @@ class ImproveConfig(RolloutSettings):
     """A finished search run directory (python -m diagnosis.search ...)."""
     top_k: int = 5
     """Failure modes to repair: the run's first top_k by estimated failure rate."""
+    clusters: str = ""
+    """Repair the modes behind these failure clusters of the run instead (ids or names separated by `;`, ids also by
+    commas, from its clusters.json: python -m diagnosis.cluster): their rollouts' single modes in ranking order, at
+    most top_k."""
     demos: int = 20
     """Scripted demonstrations collected under each mode."""
     data: str = ""
@@ -113,6 +118,16 @@ def chosen_modes(ranked: list[str], top_k: int) -> list[str]:
     return ranked[:top_k]
 
 
+def cluster_chosen_modes(run: str, clusters: str, ranked: list[str], top_k: int) -> list[str]:
+    """The single modes behind the chosen clusters' rollouts, in ranking order, at most `top_k`."""
+    document = read_clusters(run)
+    behind = set(cluster_modes(run, chosen_clusters(document, clusters), document))
+    modes = [m for m in ranked if m in behind]
+    if not modes:
+        raise ValueError(f"clusters {clusters!r} hold no rollout of a single mode of the run (only composed ones)")
+    return modes[:top_k]
+
+
 class Improvement:
     """One improvement run: its steps in order, each resumable from what `out` holds."""
 
@@ -135,7 +150,11 @@ class Improvement:
         self.catalogue = task_perturbations(self.spec, self.perturbation_file)
         self.evaluated = [r["perturbation"] for r in self.summary["ranking"] if r["perturbation"] in self.catalogue]
         """The run's single modes: what the ground truths cover (composed candidates are left out of the repair)."""
-        self.modes = chosen_modes(self.evaluated, config.top_k)
+        self.modes = (
+            cluster_chosen_modes(config.run, config.clusters, self.evaluated, config.top_k)
+            if config.clusters
+            else chosen_modes(self.evaluated, config.top_k)
+        )
         self.families = {
             **{name: p.family for name, p in self.catalogue.items()},
             **{row["perturbation"]: row["family"] for row in self.summary["ranking"]},
