@@ -311,3 +311,25 @@ def test_vlm_filter_runs_end_to_end_on_held_out_families_against_an_endpoint(tmp
     alarms = text[text.index("## Held-out families: false alarms") : text.index("## Held-out failure events")]
     (row,) = [line for line in alarms.splitlines() if line.startswith("| PaDiM (global, LW cov) | vlm | off |")]
     assert row.count("0% (0/") >= 3 and "vlm filter (test-vlm)" in text
+
+
+def test_lead_times_count_from_the_first_verdict_to_onset_and_to_the_object_lost():
+    from types import SimpleNamespace
+
+    from monitor.held_out import Verdicts, lead_times
+
+    def item(family, outcome, onset, lost):
+        return {"family": family, "outcome": outcome, "failure_onset": onset, "failure_step": lost}
+
+    episodes = [
+        item("object_push", "failure", 5, 12),  # flagged at 7: 2 frames after the onset, 5 before the loss
+        item("object_push", "failure", 5, -1),  # a timeout: flagged at 3, before the onset; no loss to count to
+        item("object_push", "failure", 5, 20),  # never flagged
+        item("object_drop", "success", -1, -1),  # succeeded: not a failure to lead
+        item("light_color", "failure", 0, -1),  # not a held-out failure event
+    ]
+    evaluation = SimpleNamespace(splits={"test": SimpleNamespace(episodes=episodes)})
+    verdicts = Verdicts("fidel", "none", True, first=np.array([7, 3, -1, 2, 0]))
+    (family,) = lead_times(evaluation, verdicts)
+    onset, lost, missed = lead_times(evaluation, verdicts)[family]
+    assert family == "object_push" and onset.tolist() == [-2, 2] and lost.tolist() == [5] and missed == 1
