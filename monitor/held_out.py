@@ -165,6 +165,10 @@ def target_rows(evaluation: Evaluation, measured: list[Verdicts]) -> list[list[s
     pace = success & (groups == "benign: pace")
     benign = success & np.isin(groups, BENIGN_GROUPS)
     alpha = evaluation.config.alpha
+    objects_lost = sum(
+        e["family"] in TRIGGERED_FAILURES and e["outcome"] != "success" and int(e["failure_step"]) >= 0
+        for e in test.episodes
+    )
     for v in measured:
         if v.filter not in ("none", "trained"):
             continue
@@ -194,10 +198,13 @@ def target_rows(evaluation: Evaluation, measured: list[Verdicts]) -> list[list[s
             lost = np.concatenate([b for _, b, _ in leads.values()]) if leads else np.array([])
             missed = sum(m for _, _, m in leads.values())
             median = float(np.median(lost)) if len(lost) else float("nan")
+            quantity = f"{name}: median lead before the simulator finds the object lost, held-out failure events"
+            if not objects_lost:
+                rows.append([quantity, "no failed episode lost the object", "≥ 5 frames", "not measurable"])
+                continue
             rows.append(
                 [
-                    f"{name}: median lead before the simulator finds the object lost, held-out failure events "
-                    f"({len(lost)} such episodes detected, {missed} failed episodes never flagged)",
+                    f"{quantity} ({len(lost)} of {objects_lost} detected; {missed} failed episodes never flagged)",
                     _median(lost),
                     "≥ 5 frames",
                     _verdict(median >= 5),
