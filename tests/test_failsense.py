@@ -95,6 +95,81 @@ def test_each_stage_trains_only_its_part_and_the_checkpoint_round_trips(tiny_lan
         FailSense.load(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def tiny_paligemma(tmp_path_factory):
+    """A randomly initialised PaliGemma (SigLIP tower of 4 patches, a 3-layer Gemma2 decoder) with a word-level
+    tokenizer, saved like a user's PaliGemma2 weights folder: nothing is downloaded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_paligemma")
+    words = ["<pad>", "<eos>", "<bos>", "<unk>", "lift", "stack", "the", "red", "green", "blue", "cube", "on"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = PaliGemmaConfig(
+        vision_config={
+            "hidden_size": 24,
+            "intermediate_size": 48,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
+            "patch_size": 14,
+        },
+        text_config={
+            "model_type": "gemma2",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "vocab_size": 64,
+        },
+        projection_dim=32,
+        image_token_index=63,
+        vocab_size=64,
+    )
+    PaliGemmaForConditionalGeneration(config).save_pretrained(folder)
+    return str(folder)
+
+
+def test_the_paligemma_path_reads_images_with_its_own_tower_and_trains_the_same_stages(tiny_paligemma, tmp_path):
+    model = FailSense(FailSenseConfig(language=tiny_paligemma, block_hidden=16, block_depth=1))
+    assert model.decoder and model.layer_ids == (1, 2, 3) and model.image_dim == 24
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 32, 128, 3), dtype=np.uint8)  # 4 tiles of 32 px
+    patches = model.features(images)
+    assert patches.shape == (3, 4, 24)  # the SigLIP tower's 4 patch states, frozen
+    stage1 = {n for n, p in model.named_parameters() if id(p) in {id(q) for q in model.stage_parameters(1)}}
+    assert any("lora_" in n and "q_proj" in n for n in stage1)
+    assert all("lora_" in n or n.startswith(("projector", "head")) for n in stage1)
+    assert not any(n.startswith("vision") for n in stage1)
+    texts = ["lift the red cube", "stack the green cube on the blue cube", "lift the cube"]
+    hidden, mask = model.encode(patches, texts)
+    assert len(hidden) == 4 and mask.shape[1] == 4 + max(len(t.split()) for t in texts) + 1  # images, <bos>, words
+    # Right padding: the head reads each example's last instruction token, so padding a short one changes nothing.
+    alone = model.head_logit(*model.encode(patches[2:], texts[2:]))
+    torch.testing.assert_close(model.head_logit(hidden, mask)[2:], alone, atol=1e-5, rtol=1e-4)
+    model.stage_parameters(2)
+    loss = model.block_logits(hidden, mask).sum()
+    loss.backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("blocks"))
+    before = model.predict(patches, texts)
+    model.save(tmp_path / "ck")
+    saved = json.loads((tmp_path / "ck" / "failsense.json").read_text())
+    from safetensors.torch import load_file
+
+    assert not any(k.startswith("vision.") for k in load_file(tmp_path / "ck" / "failsense.safetensors"))
+    after = FailSense.load(tmp_path / "ck").predict(patches, texts)
+    assert saved["image_dim"] == 24 and np.allclose(before["head"], after["head"])
+    assert np.allclose(before["blocks"], after["blocks"])
+
+
 def test_misaligned_instructions_never_match_their_trajectory_and_test_colours_stay_out_of_training():
     for b in BEHAVIOURS:
         other = counterpart(b)

@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from envs.cli import parse_config
 from monitor.failsense.blocks import weighted_vote
 from monitor.failsense.dataset import SPLITS, Examples, read_examples
-from monitor.failsense.model import FailSense, TrajectoryFeatures
+from monitor.failsense.model import FailSense
 
 CONTROL_KINDS = ("drop", "missed")
 
@@ -83,7 +83,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     card = json.loads((Path(config.checkpoint) / "failsense.json").read_text())
     blind = bool(card.get("blind", False))
     examples = read_examples(config.data)
-    features = TrajectoryFeatures(model.config)(examples.images)
+    features = model.features(examples.images)
     smf = examples.select(splits=(config.split,), kinds=("aligned", "misaligned"))
     control = examples.select(splits=SPLITS, kinds=CONTROL_KINDS)
     aligned = examples.select(splits=(config.split,), kinds=("aligned",))

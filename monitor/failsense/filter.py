@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.failsense.dataset import tile
-from monitor.failsense.model import FailSense, TrajectoryFeatures
+from monitor.failsense.model import FailSense
 
 
 class FailSenseFilter:
@@ -23,7 +23,7 @@ class FailSenseFilter:
         if model.config.views != 1:
             raise ValueError(f"the monitor sees one camera; this classifier reads {model.config.views} views")
         self.model = model
-        self.features = TrajectoryFeatures(model.config)
+        self.features = model.features
 
     @classmethod
     def load(cls, path: str | Path) -> FailSenseFilter:

