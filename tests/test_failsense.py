@@ -97,20 +97,14 @@ def test_each_stage_trains_only_its_part_and_the_checkpoint_round_trips(tiny_lan
 
 @pytest.fixture(scope="module")
 def tiny_paligemma(tmp_path_factory):
-    """A randomly initialised PaliGemma (SigLIP tower of 4 patches, a 3-layer Gemma2 decoder) with a word-level
-    tokenizer, saved like a user's PaliGemma2 weights folder: nothing is downloaded."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PreTrainedTokenizerFast
+    """A randomly initialised PaliGemma (SigLIP tower of 4 patches, a 3-layer Gemma2 decoder) with MiniLM's tokenizer,
+    saved like a user's PaliGemma2 weights folder: nothing is downloaded."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
     folder = tmp_path_factory.mktemp("tiny_paligemma")
-    words = ["<pad>", "<eos>", "<bos>", "<unk>", "lift", "stack", "the", "red", "green", "blue", "cube", "on"]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
-    )
+    tokenizer = AutoTokenizer.from_pretrained(language_folder("minilm"))
     tokenizer.save_pretrained(folder)
+    vocab = tokenizer.vocab_size + 1  # the last id is PaliGemma's image token
     torch.manual_seed(0)
     config = PaliGemmaConfig(
         vision_config={
@@ -129,11 +123,11 @@ def tiny_paligemma(tmp_path_factory):
             "num_attention_heads": 2,
             "num_key_value_heads": 1,
             "head_dim": 16,
-            "vocab_size": 64,
+            "vocab_size": vocab,
         },
         projection_dim=32,
-        image_token_index=63,
-        vocab_size=64,
+        image_token_index=vocab - 1,
+        vocab_size=vocab,
     )
     PaliGemmaForConditionalGeneration(config).save_pretrained(folder)
     return str(folder)
@@ -151,7 +145,7 @@ def test_the_paligemma_path_reads_images_with_its_own_tower_and_trains_the_same_
     assert not any(n.startswith("vision") for n in stage1)
     texts = ["lift the red cube", "stack the green cube on the blue cube", "lift the cube"]
     hidden, mask = model.encode(patches, texts)
-    assert len(hidden) == 4 and mask.shape[1] == 4 + max(len(t.split()) for t in texts) + 1  # images, <bos>, words
+    assert len(hidden) == 4 and mask.shape[1] == 4 + max(len(t.split()) for t in texts) + 2  # images, [CLS] … [SEP]
     # Right padding: the head reads each example's last instruction token, so padding a short one changes nothing.
     alone = model.head_logit(*model.encode(patches[2:], texts[2:]))
     torch.testing.assert_close(model.head_logit(hidden, mask)[2:], alone, atol=1e-5, rtol=1e-4)
