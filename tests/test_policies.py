@@ -359,3 +359,22 @@ def test_rollout_evaluations_on_named_modes_choose_half_nominal_half_modes(demos
     assert load_checkpoint(out).training["eval_rates"] == record["eval_rates"]
     with pytest.raises(ValueError, match="unknown perturbation.*light_dimm.*valid: "):
         Trainer(replace(config, eval_modes="light_dimm"))
+
+
+def test_shipped_can_lowdim_policy_reads_the_object_state_and_acts():
+    from envs.rollout import get_runner
+    from policies.learned import PROPRIO_KEYS, STATE_KEY
+    from policies.registry import CHECKPOINTS
+
+    policy, task = load_policy("can_bc_lowdim")
+    assert task.name == "can" and policy.obs_keys == (*PROPRIO_KEYS, STATE_KEY)
+    assert (CHECKPOINTS / "can_bc_lowdim" / "MODEL_CARD.md").is_file()
+    episode = get_runner("can").episode([], seed=0, render_frames=False)
+    obs = episode.start()
+    policy.reset()
+    for _ in range(3):
+        action = policy.act(obs)
+        assert action.shape == (7,) and np.all(np.abs(action) <= 1.0)
+        obs, _ = episode.step(action)
+    measured = json.loads((CHECKPOINTS / "can_bc_lowdim" / "config.json").read_text())["measured"]
+    assert measured["episodes"] == 50 and measured["nominal_success"] >= 0.9
