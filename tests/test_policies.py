@@ -130,9 +130,11 @@ def test_shipped_checkpoints_load_and_act(name, least_success):
     assert measured["episodes"] == 50 and measured["nominal_success"] >= least_success
 
 
-@pytest.mark.parametrize(("name", "least_success"), [("can_bc_image", 0.85), ("can_bc_colour", 0.9)])
-def test_shipped_can_policies_read_the_camera_and_act(name, least_success):
-    """A can episode runs up to 400 steps, so a few actions on real observations stand in for a rollout."""
+@pytest.mark.parametrize(
+    ("name", "least_success"), [("can_bc_image", 0.85), ("can_bc_colour", 0.9), ("stack_bc_image", 0.7)]
+)
+def test_shipped_can_and_stack_policies_read_the_camera_and_act(name, least_success):
+    """A can or stack episode runs up to 400 steps, so a few actions on real observations stand in for a rollout."""
     from envs.rollout import get_runner
     from policies.learned import PROPRIO_KEYS
     from policies.registry import CHECKPOINTS
@@ -140,8 +142,8 @@ def test_shipped_can_policies_read_the_camera_and_act(name, least_success):
     assert (CHECKPOINTS / name / "MODEL_CARD.md").is_file()
     assert (CHECKPOINTS / name / "model.safetensors").stat().st_size < 10 * 2**20
     policy, task = load_policy(name)
-    assert task.name == "can" and policy.obs_keys == (*PROPRIO_KEYS, "agentview_image")
-    episode = get_runner("can").episode([], seed=0, render_frames=True)
+    assert task.name == name.split("_")[0] and policy.obs_keys == (*PROPRIO_KEYS, "agentview_image")
+    episode = get_runner(task.name).episode([], seed=0, render_frames=True)
     obs = episode.start()
     policy.reset()
     for _ in range(3):
