@@ -92,6 +92,8 @@ class PerturbedEpisode:
         for p in self.perturbations:
             if p.at_step is not None:
                 self.events.setdefault(p.at_step, []).append(p)
+        self.moving = any(p.acts_during for p in self.perturbations)
+        """Whether a perturbation edits the scene before every frame (`Perturbation.during`)."""
         self.receipts: list[dict[str, Any]] = []
         """What each perturbation changed when it acted (envs/receipts.py), in the order they acted."""
         self.t = 0
@@ -117,7 +119,8 @@ class PerturbedEpisode:
                 after = self.renderer.render(self.scene.data)
                 receipt["pixels"] = pixel_change(before, after)
                 before = after
-        self.scene.mark_episode_start()
+        if self.moving:
+            self.scene.mark_episode_start()
         return self._observe(self.scene.observe())
 
     def _apply(self, perturbation: Perturbation) -> dict[str, Any]:
@@ -131,14 +134,15 @@ class PerturbedEpisode:
         if fired:
             for p in self.events[self.t]:
                 self._apply(p)
-        moving = False
-        for i, p in enumerate(self.perturbations):
-            became = p.during(self.scene, self.t, self.rng)
-            moving = moving or p.acts_during
-            if became is not None:  # a state-triggered event fires now, as the step event it turns into
-                self.perturbations = (*self.perturbations[:i], became, *self.perturbations[i + 1 :])
-                self._apply(became).update(triggered=True, triggered_at=self.t)
-                fired = True
+        moving = self.moving
+        if moving:
+            for i, p in enumerate(self.perturbations):
+                became = p.during(self.scene, self.t, self.rng)
+                if became is not None:  # a state-triggered event fires now, as the step event it turns into
+                    self.perturbations = (*self.perturbations[:i], became, *self.perturbations[i + 1 :])
+                    self._apply(became).update(triggered=True, triggered_at=self.t)
+                    self.moving = any(q.acts_during for q in self.perturbations)
+                    fired = True
         if fired:  # the state changed: what the policy observes changes with it
             obs = self.scene.observe()
         elif moving:  # only the scenery moved: bring the rendered poses up to date, the observations stand

@@ -119,7 +119,6 @@ class Scene:
         self.env.reset_from_xml_string(self.env.model.get_xml())
         self._nominal = {name: getattr(self.model, name).copy() for name in EDITABLE_FIELDS}
         self.episode_start_values = self._nominal
-        self.episode_start_heights: dict[str, float] = {}
         self._contact_geom_names: dict[str, list[str]] = {}
         self._object_half_heights = {body: self._half_height(body) for body in self.task.objects}
 
@@ -198,7 +197,6 @@ class Scene:
         """Remembers the perturbable model arrays as the episode starts (reset-time perturbations applied): what
         per-step perturbations (`Perturbation.during`) vary around."""
         self.episode_start_values = {name: getattr(self.model, name).copy() for name in EDITABLE_FIELDS}
-        self.episode_start_heights = {body: float(self.data.xpos[self.body_id(body)][2]) for body in self.task.objects}
 
     def eef_position(self) -> np.ndarray:
         """The robot's end-effector (grip site) position in the world frame."""
@@ -216,10 +214,6 @@ class Scene:
         return bool(
             self.env._check_grasp(gripper=self.env.robots[0].gripper, object_geoms=self._contact_geom_names[body])
         )
-
-    def object_rise(self, body: str) -> float:
-        """How far (metres) `body` has risen since the episode started (`mark_episode_start`)."""
-        return float(self.data.xpos[self.body_id(body)][2] - self.episode_start_heights[body])
 
     def reset(self, seed: int) -> dict[str, np.ndarray]:
         """Nominal reset with robosuite's own initial-state randomisation, seeded."""

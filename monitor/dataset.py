@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     path = default_path(config)
     started = time.perf_counter()
     done = written_jobs(path)
-    catalogue = monitor_perturbations(spec.name)  # the task's own catalogue, whatever the horizon cap
+    catalogue = monitor_perturbations(spec.name)  # catalogue and v2 variations, whatever the horizon cap
     probe = Runner(spec)  # the model XML robomimic files carry; no renderer is opened
     model_xml = probe.scene.env.sim.model.get_xml()
     probe.close()

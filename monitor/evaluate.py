@@ -368,6 +368,7 @@ def render(evaluation: Evaluation, command: str) -> list[str]:
     measured = end_to_end_rates(evaluation)
     seconds = [[k, f"{v:.1f}"] for k, v in evaluation.timer.seconds.items()]
     name = "SimFails v2 (held-out families)" if evaluation.design == "families" else "SimFails"
+    held_out_measured = held_out.verdicts(evaluation) if evaluation.design == "families" else []
     return [
         f"# Runtime monitors on {name}-{config.task} ({config.policy})",
         "",
@@ -398,11 +399,7 @@ def render(evaluation: Evaluation, command: str) -> list[str]:
         markdown_table(
             ["quantity", "measured", "target", ""],
             target_rows(evaluation, measured)
-            + (
-                held_out.target_rows(evaluation, held_out.verdicts(evaluation))
-                if evaluation.design == "families"
-                else []
-            ),
+            + (held_out.target_rows(evaluation, held_out_measured) if evaluation.design == "families" else []),
         ),
         "",
         "## Anomaly detection, raw frame scores",
@@ -457,7 +454,7 @@ def render(evaluation: Evaluation, command: str) -> list[str]:
         "",
         *(f"- {note}" for note in evaluation.notes),
         "",
-        *(held_out_sections(evaluation) if evaluation.design == "families" else []),
+        *(held_out_sections(evaluation, held_out_measured) if evaluation.design == "families" else []),
         "## Wall time (s)",
         "",
         markdown_table(["stage", "seconds"], seconds),
@@ -467,9 +464,8 @@ def render(evaluation: Evaluation, command: str) -> list[str]:
     ]
 
 
-def held_out_sections(evaluation: Evaluation) -> list[str]:
+def held_out_sections(evaluation: Evaluation, measured: list[held_out.Verdicts]) -> list[str]:
     """SimFails v2's own tables (monitor/held_out.py): per-group AUROC, false alarms, lead times."""
-    measured = held_out.verdicts(evaluation)
     alarms, groups = held_out.false_alarm_rows(evaluation, measured)
     return [
         "## Held-out families: failure AUROC per group and family of episodes",

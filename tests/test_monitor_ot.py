@@ -101,15 +101,20 @@ def test_frame_score_options_read_the_heatmap():
     assert float(moved.heatmap.mean()) == pytest.approx(published.score, rel=1e-5)
 
 
-def test_time_prior_prefers_timesteps_near_the_frame_index():
-    """Memory steps 1 and 4 look alike: the published score takes the cheaper, the temporal prior the one near
-    the frame's place in the episode."""
+def lookalike_steps():
+    """A memory whose steps 1 and 4 look alike, its cost, OT settings and prior, and a frame near step 1."""
     mean, std = random_memory()
     mean = mean.clone()
     mean[4] = mean[1] + 0.05
     cost, config = PatchCost(mean, std), OTConfig()
-    prior = prior_potentials(cost, mean, config)
     x = mean[1] + 0.01 * torch.randn(PATCHES, DIM, generator=torch.Generator().manual_seed(0))
+    return mean, cost, config, prior_potentials(cost, mean, config), x
+
+
+def test_time_prior_prefers_timesteps_near_the_frame_index():
+    """Memory steps 1 and 4 look alike: the published score takes the cheaper, the temporal prior the one near
+    the frame's place in the episode."""
+    mean, cost, config, prior, x = lookalike_steps()
     plain = OTScorer(cost, config, prior, window=None)
     assert plain(x).t_min == 1
     timed = OTScorer(cost, config, prior, window=None, time_weight=5.0)
@@ -123,12 +128,7 @@ def test_time_prior_prefers_timesteps_near_the_frame_index():
 def test_time_prior_anchored_on_progress_follows_a_slow_execution():
     """Memory steps 1 and 4 look alike. After four frames spent at step 0 (a pause), the clock-anchored prior
     pulls the fifth frame to step 4 (its index); anchored on progress it expects the step after the last match."""
-    mean, std = random_memory()
-    mean = mean.clone()
-    mean[4] = mean[1] + 0.05
-    cost, config = PatchCost(mean, std), OTConfig()
-    prior = prior_potentials(cost, mean, config)
-    x = mean[1] + 0.01 * torch.randn(PATCHES, DIM, generator=torch.Generator().manual_seed(0))
+    mean, cost, config, prior, x = lookalike_steps()
     matches = {}
     for anchor in ("clock", "progress"):
         scorer = OTScorer(cost, config, prior, window=None, time_weight=2.0, time_anchor=anchor)
